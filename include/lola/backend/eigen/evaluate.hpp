@@ -14,6 +14,7 @@
 /// Factors stored as half or bfloat16 are converted to float where a GEMM first reads them.
 /// No path forms a d×k matrix.
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -147,7 +148,10 @@ struct eigen_evaluator {
     if constexpr (Group == group::general_linear) {
       if (r > 0) {
         const Eigen::PartialPivLU<dense_matrix<S>> lu(g);
-        const S rcond = lu.rcond();
+        // Eigen's rcond() estimate misses exactly zero pivots, so the pivot ratio min|Uᵢᵢ|/max|Uᵢᵢ|
+        // (a lower bound on nothing, but zero exactly when G is singular) is checked as well.
+        const auto pivots = lu.matrixLU().diagonal().cwiseAbs();
+        const S rcond = std::min<S>(lu.rcond(), pivots.minCoeff() / pivots.maxCoeff());
         if (!(rcond >= std::numeric_limits<S>::epsilon()))
           throw error(error_code::invalid_argument,
                       "act: G (" + shape_string(r, r) +

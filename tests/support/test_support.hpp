@@ -1,0 +1,47 @@
+#pragma once
+// Shared helpers for lola's tests: random data, ε, and the error bounds tolerances derive from.
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include <Eigen/Core>
+
+namespace lola_test {
+
+template <class T>
+using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+using matrix_d = matrix<double>;
+
+template <class T>
+constexpr double eps() {
+  return static_cast<double>(std::numeric_limits<T>::epsilon());
+}
+
+/// An m×n matrix of independent standard normal entries.
+template <class T>
+matrix<T> gaussian(Eigen::Index m, Eigen::Index n, std::mt19937_64& rng) {
+  std::normal_distribution<double> normal(0.0, 1.0);
+  matrix<T> x(m, n);
+  for (Eigen::Index j = 0; j < n; ++j)
+    for (Eigen::Index i = 0; i < m; ++i) x(i, j) = static_cast<T>(normal(rng));
+  return x;
+}
+
+/// The same matrix in double, so a reference computed from it carries no rounding of T.
+template <class X>
+matrix_d in_double(const X& x) {
+  return x.template cast<double>();
+}
+
+/// Standard bound for a computed product of n-term inner products (Higham, Accuracy and Stability,
+/// §3.5): ‖fl(X·Y) − X·Y‖_F ≤ γₙ·‖X‖_F·‖Y‖_F with γₙ = n·u/(1 − n·u), u = ε/2 for round to nearest.
+/// Tests compare a value computed in T against a double reference and allow one such bound per
+/// product in the chain, plus the scale multiplications: `terms` counts the accumulated length
+/// across the chain. The factor 2 covers u = ε/2 being replaced by ε and the reference's own error.
+template <class T>
+double product_tolerance(double terms, double norm_product) {
+  return 2.0 * (terms + 2.0) * eps<T>() * norm_product;
+}
+
+}  // namespace lola_test
