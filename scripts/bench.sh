@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds the benchmarks in Release, runs every suite, and writes benchmarks/RESULTS.md.
+# Extra arguments go to every benchmark binary, e.g. --benchmark_filter=llama.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib.sh
+lola_require_packages g++ cmake libeigen3-dev libbenchmark-dev nlohmann-json3-dev
+
+cmake --preset bench >/dev/null
+cmake --build --preset bench -j "$LOLA_JOBS"
+runs=()
+for suite in build/bench/benchmarks/lola_bench_*; do
+  [ -x "$suite" ] || continue
+  name=$(basename "$suite")
+  echo "== $name"
+  "$suite" --benchmark_out="build/bench/$name.json" --benchmark_out_format=json "$@"
+  runs+=("build/bench/$name.json")
+done
+./build/bench/benchmarks/lola_write_results benchmarks/RESULTS.md "${runs[@]}"
