@@ -6,6 +6,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 lola_require_packages g++ cmake libeigen3-dev libbenchmark-dev nlohmann-json3-dev
 
+# One thread unless a benchmark sets its own count (the thread-scaling rows do).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 cmake --preset bench >/dev/null
 cmake --build --preset bench -j "$LOLA_JOBS"
 runs=()

@@ -38,6 +38,11 @@ class low_rank : public expr_base<low_rank<BHeld, AHeld>> {
   using scalar = common_compute_scalar_t<typename b_type::Scalar, typename a_type::Scalar>;
   using storage = host_storage;
 
+  /// An empty 0×0 factorization of rank 0, for owning factor types.
+  template <class B = BHeld, class A = AHeld,
+            class = std::enable_if_t<!std::is_reference_v<B> && !std::is_reference_v<A>>>
+  low_rank() : B_(), A_(), s_(1) {}
+
   /// Throws shape_mismatch unless B.cols() == A.rows(), invalid_argument for a non-finite s.
   template <class BArg, class AArg>
   low_rank(BArg&& B, AArg&& A, scalar s = scalar(1))

@@ -1,0 +1,69 @@
+#pragma once
+/// @file
+/// O-Align (LoL §3.2): rotate a module's factors onto a template's with the Q ∈ O(r) minimising
+///   ‖B·Q − B̄‖²_F + ‖Aᵀ·Q − Āᵀ‖²_F        (LoL notation: ‖U·Q − Ū‖² + ‖V·Q − V̄‖², U = B, V = Aᵀ)
+/// an orthogonal Procrustes problem with closed form Q = P·Sᵀ from the SVD of the r×r matrix
+///   M = Bᵀ·B̄ + A·Āᵀ = P·Σ·Sᵀ.
+/// The aligned factors (B·Q, Qᵀ·A) represent the same ΔW. Cost O((d + k)·r² + r³).
+///
+/// Invariance: aligning (B·Q₀, Q₀ᵀ·A) for any Q₀ ∈ O(r) gives the same aligned factors, since
+/// M ↦ Q₀ᵀ·M and so Q ↦ Q₀ᵀ·Q. A general G ∈ GL(r) changes them: O-Align is O(r)-invariant only.
+/// Q is not unique when M is singular or has repeated singular values; `min_singular_value` and
+/// the relative gap report how close to that the problem is.
+///
+/// The raw factors are aligned, as the LoL reference code does; the scales of module and template
+/// are not involved and the module's scale is kept.
+
+#include <limits>
+
+#include <Eigen/SVD>
+
+#include "lola/backend/eigen/evaluate.hpp"
+#include "lola/core/shape.hpp"
+
+namespace lola {
+
+template <class S>
+struct alignment_result {
+  low_rank_matrix<S> aligned;                            ///< (B·Q, Qᵀ·A), the module's scale
+  Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> Q;  ///< the rotation, r×r
+  S min_singular_value = 0;  ///< σ_r(M)/σ₁(M): Q is unique only when this is > 0
+};
+
+/// Aligns `module` to `templ` (both d×k with the same rank r).
+template <class E, class T,
+          class = std::enable_if_t<is_host_expr_v<E> && is_host_expr_v<T>>>
+alignment_result<scalar_of_t<E>> o_align(const E& module, const T& templ) {
+  using S = scalar_of_t<E>;
+  using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+  static_assert(std::is_same_v<S, scalar_of_t<T>>,
+                "lola::o_align: module and template must have the same compute scalar");
+  detail::require_shapes(module.rows() == templ.rows() && module.cols() == templ.cols() &&
+                             module.rank() == templ.rank(),
+                         "o_align (module and template must agree in d, k and r)",
+                         "the module's d x k", module.rows(), module.cols(),
+                         "the template's d x k", templ.rows(), templ.cols());
+  decltype(auto) f = detail::eigen_evaluator::factors(module);
+  decltype(auto) t = detail::eigen_evaluator::factors(templ);
+  const index r = f.rank();
+  alignment_result<S> out;
+  if (r == 0) {
+    out.aligned = eval(module);
+    out.Q = matrix(0, 0);
+    return out;
+  }
+  const auto B = detail::as_compute<S>(f.B());
+  const auto A = detail::as_compute<S>(f.A());
+  matrix M = B.transpose() * detail::as_compute<S>(t.B());
+  M.noalias() += A * detail::as_compute<S>(t.A()).transpose();
+  const Eigen::JacobiSVD<matrix> svd(M, Eigen::ComputeFullU | Eigen::ComputeFullV);
+  out.Q = svd.matrixU() * svd.matrixV().transpose();
+  const auto& sigma = svd.singularValues();
+  out.min_singular_value = sigma(0) > 0 ? sigma(r - 1) / sigma(0) : S(0);
+  matrix BQ = B * out.Q;
+  matrix QtA = out.Q.transpose() * A;
+  out.aligned = low_rank_matrix<S>(std::move(BQ), std::move(QtA), f.scale());
+  return out;
+}
+
+}  // namespace lola

@@ -1,0 +1,156 @@
+#pragma once
+/// @file
+/// lola::low_rank_svd: the thin SVD of ΔW = s·B·A computed from the factors.
+///
+///   B = Q_B·R_B,  Aᵀ = Q_A·R_A            (thin QR: O(d·r²) and O(k·r²))
+///   C = s·R_B·R_Aᵀ = P·Σ·Sᵀ               (SVD of a p_b×p_a core by one-sided Jacobi: O(r³))
+///   U = Q_B·P (d×p),  V = Q_A·S (k×p),  p = min(d, k, r)
+/// so ΔW = U·Σ·Vᵀ without ever forming the d×k matrix: O((d + k)·r² + r³) in all.
+/// Jacobi on the core gives the singular values of C to high relative accuracy; the QRs are
+/// backward stable, so σᵢ carries an absolute error of order ε·|s|·‖B‖·‖A‖.
+///
+/// The API follows Eigen's decompositions: compute(), singularValues(), matrixU(), matrixV(), rank()
+/// with setThreshold(), info(). The default threshold for the numerical rank is max(d, k)·ε
+/// (NumPy's matrix_rank convention): σᵢ counts when σᵢ > threshold·σ₁.
+
+#include <algorithm>
+#include <limits>
+#include <string>
+
+#include <Eigen/Core>
+#include <Eigen/SVD>
+
+#include "lola/backend/eigen/evaluate.hpp"
+#include "lola/core/error.hpp"
+#include "lola/linalg/thin_qr.hpp"
+
+namespace lola {
+
+/// Which parts low_rank_svd computes.
+enum svd_options : unsigned { singular_values_only = 0, compute_u = 1, compute_v = 2, compute_uv = 3 };
+
+template <class S>
+class low_rank_svd {
+ public:
+  using scalar = S;
+  using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+  using vector = Eigen::Matrix<S, Eigen::Dynamic, 1>;
+
+  low_rank_svd() = default;
+  template <class E>
+  explicit low_rank_svd(const E& e, unsigned options = compute_uv) {
+    compute(e, options);
+  }
+
+  /// Decomposes the matrix a host low-rank expression represents.
+  template <class E, class = std::enable_if_t<is_host_expr_v<E>>>
+  low_rank_svd& compute(const E& e, unsigned options = compute_uv) {
+    static_assert(std::is_same_v<scalar_of_t<E>, S>,
+                  "lola::low_rank_svd<S> decomposes expressions of compute scalar S");
+    decltype(auto) f = detail::eigen_evaluator::factors(e);
+    return compute_factors(detail::as_compute<S>(f.B()), detail::as_compute<S>(f.A()), f.scale(),
+                           options);
+  }
+
+  /// Decomposes s·B·A for dense B (d×r) and A (r×k).
+  template <class BX, class AX>
+  low_rank_svd& compute_factors(const Eigen::MatrixBase<BX>& B, const Eigen::MatrixBase<AX>& A,
+                                S s = S(1), unsigned options = compute_uv) {
+    detail::require_shapes(B.cols() == A.rows(), "low_rank_svd (B's columns must equal A's rows)",
+                           "B", B.rows(), B.cols(), "A", A.rows(), A.cols());
+    rows_ = B.rows();
+    cols_ = A.cols();
+    options_ = options;
+    computed_ = false;
+    const bool want_u = options & compute_u, want_v = options & compute_v;
+    const thin_qr_result<S> qb = thin_qr<S>(B, want_u);
+    const thin_qr_result<S> qa = thin_qr<S>(A.transpose(), want_v);
+    const matrix core = s * qb.R * qa.R.transpose();  // p_b × p_a
+    if (!core.allFinite()) {
+      info_ = Eigen::NumericalIssue;
+      return *this;
+    }
+    const index p = std::min(core.rows(), core.cols());
+    if (p == 0) {
+      singular_values_.resize(0);
+      u_ = matrix::Zero(rows_, 0);
+      v_ = matrix::Zero(cols_, 0);
+    } else {
+      const unsigned jacobi_options = (want_u ? Eigen::ComputeThinU : 0u) |
+                                      (want_v ? Eigen::ComputeThinV : 0u);
+      const Eigen::JacobiSVD<matrix> svd(core, jacobi_options);
+      singular_values_ = svd.singularValues();
+      if (want_u) u_ = qb.Q * svd.matrixU();
+      if (want_v) v_ = qa.Q * svd.matrixV();
+    }
+    info_ = Eigen::Success;
+    computed_ = true;
+    return *this;
+  }
+
+  /// σ₁ ≥ σ₂ ≥ … ≥ σ_p ≥ 0, p = min(d, k, r).
+  const vector& singularValues() const {
+    require_computed("singularValues");
+    return singular_values_;
+  }
+  /// d×p, orthonormal columns: the left singular vectors.
+  const matrix& matrixU() const {
+    require_computed("matrixU");
+    if (!(options_ & compute_u))
+      throw error(error_code::invalid_argument, "low_rank_svd::matrixU: U was not requested");
+    return u_;
+  }
+  /// k×p, orthonormal columns: the right singular vectors (ΔW = U·Σ·Vᵀ).
+  const matrix& matrixV() const {
+    require_computed("matrixV");
+    if (!(options_ & compute_v))
+      throw error(error_code::invalid_argument, "low_rank_svd::matrixV: V was not requested");
+    return v_;
+  }
+
+  /// The number of σᵢ > threshold()·σ₁ (0 for a zero matrix).
+  index rank() const {
+    require_computed("rank");
+    if (singular_values_.size() == 0 || !(singular_values_(0) > 0)) return 0;
+    const S cut = threshold() * singular_values_(0);
+    return static_cast<index>((singular_values_.array() > cut).count());
+  }
+  low_rank_svd& setThreshold(S threshold) {
+    if (!(threshold >= 0))
+      throw error(error_code::invalid_argument, "low_rank_svd::setThreshold: must be >= 0");
+    threshold_ = threshold;
+    return *this;
+  }
+  /// The relative threshold of rank(): the one set, or max(d, k)·ε.
+  S threshold() const {
+    return threshold_ >= 0 ? threshold_
+                           : S(std::max<index>({rows_, cols_, 1})) * std::numeric_limits<S>::epsilon();
+  }
+
+  Eigen::ComputationInfo info() const { return info_; }
+  index rows() const { return rows_; }
+  index cols() const { return cols_; }
+
+ private:
+  void require_computed(const char* what) const {
+    if (!computed_)
+      throw error(error_code::invalid_argument,
+                  std::string("low_rank_svd::") + what +
+                      (info_ == Eigen::NumericalIssue ? ": the factors were not finite"
+                                                      : ": compute() has not been called"));
+  }
+
+  vector singular_values_;
+  matrix u_, v_;
+  index rows_ = 0, cols_ = 0;
+  unsigned options_ = 0;
+  S threshold_ = S(-1);
+  Eigen::ComputationInfo info_ = Eigen::InvalidInput;
+  bool computed_ = false;
+};
+
+/// Class template argument deduction from an expression: low_rank_svd svd(e);
+template <class E, class = std::enable_if_t<is_host_expr_v<E>>>
+low_rank_svd(const E&, unsigned = compute_uv) -> low_rank_svd<scalar_of_t<E>>;
+
+}  // namespace lola

@@ -1,0 +1,117 @@
+#pragma once
+/// @file
+/// Combining modules of the same shape d×k with weights wᵢ (cᵢ = wᵢ·sᵢ below; every result has
+/// scale 1, the sources' scales folded into the factors, as PEFT does):
+///
+///   weighted_sum  Σ cᵢ·BᵢAᵢ exactly: B = [c₁B₁ … c_nB_n], A = [A₁; …; A_n], rank Σ rᵢ. With a
+///                 target rank k it is re-compressed to the best rank-k approximation of that sum
+///                 through the factor-space SVD of the stacked factors (O((d + k)·R² + R³) with
+///                 R = Σ rᵢ), never a dense SVD.
+///   PEFT add_weighted_adapter, with PEFT's semantics (peft/tuners/lora/model.py):
+///   cat           A = [c₁A₁; …; c_nA_n], B = [B₁ … B_n]: exact, rank Σ rᵢ (the weights sit on A).
+///   linear        equal ranks only; A = Σ sign(cᵢ)·√|cᵢ|·Aᵢ, B = Σ √|cᵢ|·Bᵢ. B·A then contains the
+///                 cross terms √|cᵢcⱼ|·sign(cⱼ)·BᵢAⱼ (i ≠ j): it is NOT the weighted sum of the ΔWᵢ.
+///   svd           the weighted sum truncated to rank k (default max rᵢ), all singular-value mass in
+///                 B: B = U_k·Σ_k, A = V_kᵀ. PEFT forms the dense ΔW and runs a full SVD; the result
+///                 here is the same matrix (up to the signs of singular pairs, fixed by the sign
+///                 rule of canon/canonical_form.hpp). PEFT's optional svd_clamp is not applied.
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "lola/canon/canonical_form.hpp"
+#include "lola/core/shape.hpp"
+
+namespace lola {
+
+enum class combination { weighted_sum, cat, linear, svd };
+
+namespace detail {
+
+template <class Modules, class S>
+void check_combination(const Modules& modules, const std::vector<S>& weights, const char* what) {
+  if (modules.empty())
+    throw error(error_code::invalid_argument, std::string(what) + ": no modules to combine");
+  if (weights.size() != modules.size())
+    throw error(error_code::invalid_argument,
+                std::string(what) + ": " + std::to_string(modules.size()) + " modules but " +
+                    std::to_string(weights.size()) + " weights");
+  for (std::size_t i = 1; i < modules.size(); ++i)
+    require_shapes(modules[i].rows() == modules[0].rows() && modules[i].cols() == modules[0].cols(),
+                   what, "module 0", modules[0].rows(), modules[0].cols(),
+                   ("module " + std::to_string(i)).c_str(), modules[i].rows(), modules[i].cols());
+}
+
+/// [c₁B₁ … c_nB_n] and [A₁; …; A_n] with cᵢ = wᵢ·sᵢ applied to B or to A.
+template <class S, class Modules>
+low_rank_matrix<S> stack_modules(const Modules& modules, const std::vector<S>& weights,
+                                 bool weights_on_b) {
+  index total = 0;
+  for (const auto& m : modules) total += m.rank();
+  using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+  matrix B(modules[0].rows(), total), A(total, modules[0].cols());
+  index offset = 0;
+  for (std::size_t i = 0; i < modules.size(); ++i) {
+    decltype(auto) f = eigen_evaluator::factors(modules[i]);
+    const index r = f.rank();
+    const S c = weights[i] * f.scale();
+    B.middleCols(offset, r) = (weights_on_b ? c : S(1)) * as_compute<S>(f.B());
+    A.middleRows(offset, r) = (weights_on_b ? S(1) : c) * as_compute<S>(f.A());
+    offset += r;
+  }
+  return low_rank_matrix<S>(std::move(B), std::move(A), S(1));
+}
+
+}  // namespace detail
+
+/// Combines `modules` (a random-access container of host expressions of one type) with `weights`.
+/// `rank` is the target rank of weighted_sum (−1: keep Σ rᵢ, exact) and of svd (−1: max rᵢ).
+template <class Modules, class S = scalar_of_t<typename Modules::value_type>>
+low_rank_matrix<S> combine(const Modules& modules, const std::vector<S>& weights,
+                           combination type = combination::weighted_sum, index rank = -1) {
+  detail::check_combination(modules, weights, "combine");
+  switch (type) {
+    case combination::cat: return detail::stack_modules<S>(modules, weights, false);
+    case combination::weighted_sum:
+    case combination::svd: {
+      low_rank_matrix<S> sum = detail::stack_modules<S>(modules, weights, true);
+      if (type == combination::weighted_sum && rank < 0) return sum;
+      index k = rank;
+      if (k < 0)
+        for (const auto& m : modules) k = std::max(k, m.rank());
+      if (k == 0) return low_rank_matrix<S>(Eigen::Matrix<S, -1, -1>::Zero(sum.rows(), 0),
+                                            Eigen::Matrix<S, -1, -1>::Zero(0, sum.cols()), S(1));
+      // The canonical left form of the sum, cut to k: U_k·Σ_k and V_kᵀ (Eckart–Young).
+      canonical_result<S> c = canonicalize(sum, canonical_form::left);
+      const index kept = std::min<index>(k, c.factors.rank());
+      Eigen::Matrix<S, -1, -1> B = Eigen::Matrix<S, -1, -1>::Zero(sum.rows(), k);
+      Eigen::Matrix<S, -1, -1> A = Eigen::Matrix<S, -1, -1>::Zero(k, sum.cols());
+      B.leftCols(kept) = c.factors.B().leftCols(kept);
+      A.topRows(kept) = c.factors.A().topRows(kept);
+      return low_rank_matrix<S>(std::move(B), std::move(A), S(1));
+    }
+    case combination::linear: {
+      const index r = modules[0].rank();
+      for (std::size_t i = 1; i < modules.size(); ++i)
+        if (modules[i].rank() != r)
+          throw error(error_code::shape_mismatch,
+                      "combine (linear needs equal ranks): module 0 has rank " + std::to_string(r) +
+                          " but module " + std::to_string(i) + " has rank " +
+                          std::to_string(modules[i].rank()));
+      Eigen::Matrix<S, -1, -1> B = Eigen::Matrix<S, -1, -1>::Zero(modules[0].rows(), r);
+      Eigen::Matrix<S, -1, -1> A = Eigen::Matrix<S, -1, -1>::Zero(r, modules[0].cols());
+      for (std::size_t i = 0; i < modules.size(); ++i) {
+        decltype(auto) f = detail::eigen_evaluator::factors(modules[i]);
+        const S c = weights[i] * f.scale();
+        const S root = std::sqrt(std::abs(c));
+        B += root * detail::as_compute<S>(f.B());
+        A += (c < 0 ? -root : root) * detail::as_compute<S>(f.A());
+      }
+      return low_rank_matrix<S>(std::move(B), std::move(A), S(1));
+    }
+  }
+  throw error(error_code::invalid_argument, "combine: unknown combination type");
+}
+
+}  // namespace lola
