@@ -76,8 +76,8 @@ class low_rank_svd {
       u_ = matrix::Zero(rows_, 0);
       v_ = matrix::Zero(cols_, 0);
     } else {
-      const unsigned jacobi_options = (want_u ? Eigen::ComputeThinU : 0u) |
-                                      (want_v ? Eigen::ComputeThinV : 0u);
+      const unsigned jacobi_options = (want_u ? unsigned(Eigen::ComputeThinU) : 0u) |
+                                      (want_v ? unsigned(Eigen::ComputeThinV) : 0u);
       const Eigen::JacobiSVD<matrix> svd(core, jacobi_options);
       singular_values_ = svd.singularValues();
       if (want_u) u_ = qb.Q * svd.matrixU();

@@ -1,0 +1,127 @@
+// The factor-space SVD against Eigen's BDCSVD of the dense ΔW, and its GL(r) invariance.
+#include <doctest/doctest.h>
+
+#include <random>
+
+#include <Eigen/SVD>
+
+#include "lola/lola.hpp"
+#include "lola/linalg/low_rank_svd.hpp"
+#include "support/test_support.hpp"
+
+using lola_test::eps;
+using lola_test::gaussian;
+using lola_test::in_double;
+using lola_test::matrix;
+using lola_test::matrix_d;
+using lola_test::product_tolerance;
+
+namespace {
+// Error of σ and of U·Σ·Vᵀ: two Householder QRs (backward errors γ_d, γ_k relative to ‖B‖, ‖A‖),
+// the r×r core product (γ_r) and Jacobi on the core (relative accuracy, ≤ γ_r), so
+// |σᵢ − σᵢ(ΔW)| ≤ ‖δΔW‖₂ ≤ 2·(d + k + r + 2)·ε·|s|·‖B‖_F·‖A‖_F by Weyl.
+template <class T>
+double svd_tolerance(int d, int k, int r, double norm_product) {
+  return product_tolerance<T>(d + k + r, norm_product);
+}
+}  // namespace
+
+TEST_SUITE("linalg.low_rank_svd") {
+  TEST_CASE_TEMPLATE("matches BDCSVD of the dense ΔW: σ, reconstruction, orthogonality", T, float,
+                     double) {
+    std::mt19937_64 rng(101);
+    for (auto [d, k, r] : {std::tuple{40, 30, 6}, std::tuple{25, 60, 1}, std::tuple{8, 50, 8},
+                           std::tuple{3, 2, 5}, std::tuple{1, 1, 1}}) {
+      CAPTURE(d);
+      CAPTURE(k);
+      CAPTURE(r);
+      const matrix<T> B = gaussian<T>(d, r, rng), A = gaussian<T>(r, k, rng);
+      const T s = T(-0.75);
+      const lola::low_rank_svd<T> svd(lola::factor(B, A, s));
+      REQUIRE(svd.info() == Eigen::Success);
+      const matrix_d dense = double(s) * in_double(B) * in_double(A);
+      const Eigen::BDCSVD<matrix_d> reference(dense);
+      const int p = std::min({d, k, r});
+      REQUIRE(svd.singularValues().size() == p);
+      REQUIRE(svd.matrixU().cols() == p);
+      REQUIRE(svd.matrixV().cols() == p);
+      const double np = std::abs(double(s)) * in_double(B).norm() * in_double(A).norm();
+      const double tolerance = svd_tolerance<T>(d, k, r, np);
+      CHECK((in_double(svd.singularValues()) - reference.singularValues().head(p)).cwiseAbs().maxCoeff() <=
+            tolerance);
+      for (int i = 1; i < p; ++i) CHECK(svd.singularValues()(i - 1) >= svd.singularValues()(i));
+      const matrix_d rebuilt = in_double(svd.matrixU()) * in_double(svd.singularValues()).asDiagonal() *
+                               in_double(svd.matrixV()).transpose();
+      CHECK((rebuilt - dense).norm() <= tolerance);
+      // Householder Q has orthonormal columns to ‖QᵀQ − I‖_F ≤ γ_{cm}·√p; the Jacobi rotations add γ_p.
+      const double orthogonality = 2.0 * (std::max(d, k) + p) * eps<T>() * std::sqrt(double(p));
+      CHECK((in_double(svd.matrixU()).transpose() * in_double(svd.matrixU()) - matrix_d::Identity(p, p)).norm() <=
+            orthogonality);
+      CHECK((in_double(svd.matrixV()).transpose() * in_double(svd.matrixV()) - matrix_d::Identity(p, p)).norm() <=
+            orthogonality);
+    }
+  }
+
+  TEST_CASE("double precision: singular values to ~1e-12 relative on small shapes") {
+    std::mt19937_64 rng(3);
+    const matrix_d B = gaussian<double>(64, 8, rng), A = gaussian<double>(8, 48, rng);
+    const lola::low_rank_svd<double> svd(lola::factor(B, A));
+    const Eigen::BDCSVD<matrix_d> reference(B * A);
+    const auto relative = ((svd.singularValues() - reference.singularValues().head(8)).array() /
+                           reference.singularValues().head(8).array())
+                              .abs()
+                              .maxCoeff();
+    CHECK(relative <= 1e-12);
+  }
+
+  TEST_CASE_TEMPLATE("σ is invariant under GL(r) up to c·ε·cond(G)", T, float, double) {
+    std::mt19937_64 rng(202);
+    const int d = 50, k = 35, r = 6;
+    const matrix<T> B = gaussian<T>(d, r, rng), A = gaussian<T>(r, k, rng);
+    const auto L = lola::factor(B, A);
+    const auto sigma = lola::low_rank_svd<T>(L, lola::singular_values_only).singularValues();
+    const double np = in_double(B).norm() * in_double(A).norm();
+    for (double cond : {1.0, 10.0, 1e3}) {
+      const matrix<T> G = lola::random_gl<T>(r, cond, rng);
+      const auto moved = lola::low_rank_svd<T>(lola::act(L, G), lola::singular_values_only).singularValues();
+      // The action's own error, 8·r·ε·cond(G)·‖B‖‖A‖ (test_group_action.cpp), plus the SVD's on
+      // factors whose norm product grew by at most cond(G).
+      const double tolerance = (8.0 * r * eps<T>() + 2.0 * (d + k + r + 2) * eps<T>()) * cond * np;
+      CHECK((in_double(moved) - in_double(sigma)).cwiseAbs().maxCoeff() <= tolerance);
+    }
+  }
+
+  TEST_CASE("rank: zero, rank-deficient and zero-column factors") {
+    std::mt19937_64 rng(4);
+    const matrix_d zeroB = matrix_d::Zero(10, 3), A = gaussian<double>(3, 7, rng);
+    const lola::low_rank_svd<double> zero(lola::factor(zeroB, A));
+    CHECK(zero.rank() == 0);
+    CHECK(zero.singularValues().isZero(0));
+    // B of rank 2 with 5 columns, one of them zero.
+    matrix_d B = gaussian<double>(12, 2, rng) * gaussian<double>(2, 5, rng);
+    B.col(3).setZero();
+    const matrix_d A5 = gaussian<double>(5, 9, rng);
+    const lola::low_rank_svd<double> deficient(lola::factor(B, A5));
+    CHECK(deficient.rank() == 2);
+    CHECK(deficient.singularValues()(2) <= 1e-13 * deficient.singularValues()(0));
+    lola::low_rank_svd<double> strict(lola::factor(B, A5));
+    strict.setThreshold(0.0);
+    CHECK(strict.threshold() == 0.0);
+    CHECK(strict.rank() >= 2);
+    CHECK_THROWS_AS(strict.setThreshold(-1.0), lola::error);
+  }
+
+  TEST_CASE("misuse and non-finite input are reported") {
+    lola::low_rank_svd<double> svd;
+    CHECK_THROWS_AS(svd.singularValues(), lola::error);
+    matrix_d B = matrix_d::Ones(4, 2), A = matrix_d::Ones(2, 3);
+    B(1, 1) = std::nan("");
+    svd.compute(lola::factor(B, A));
+    CHECK(svd.info() == Eigen::NumericalIssue);
+    CHECK_THROWS_AS(svd.singularValues(), lola::error);
+    const lola::low_rank_svd<double> values(lola::factor(A.transpose().eval(), A),
+                                            lola::singular_values_only);
+    CHECK_THROWS_AS(values.matrixU(), lola::error);
+    CHECK_THROWS_AS(svd.compute_factors(B, B), lola::error);  // 4x2 times 4x2
+  }
+}
