@@ -6,6 +6,7 @@
 
 #include "lola/core/config.hpp"
 #include "lola/core/error.hpp"
+#include "lola/core/parallel.hpp"
 #include "lola/core/random.hpp"
 #include "lola/core/scalar.hpp"
 #include "lola/core/shape.hpp"
@@ -22,3 +23,20 @@
 #include "lola/backend/eigen/evaluate.hpp"
 #include "lola/backend/eigen/merge.hpp"
 #include "lola/backend/eigen/reductions.hpp"
+
+#include "lola/linalg/column_space.hpp"
+#include "lola/linalg/low_rank_svd.hpp"
+#include "lola/linalg/thin_qr.hpp"
+
+#include "lola/canon/canonical_form.hpp"
+#include "lola/canon/o_align.hpp"
+
+#include "lola/features/base_projection.hpp"
+#include "lola/features/grams.hpp"
+#include "lola/features/marginals.hpp"
+#include "lola/features/similarity.hpp"
+#include "lola/features/spectrum.hpp"
+#include "lola/features/subspace_similarity.hpp"
+
+#include "lola/ops/combine.hpp"
+#include "lola/ops/resize.hpp"

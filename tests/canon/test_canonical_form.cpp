@@ -17,14 +17,14 @@ using lola_test::matrix_d;
 
 namespace {
 // How far the canonical factors may move when G is applied first. ΔW is perturbed by the action and
-// the SVD by η·σ₁ with η = (8·r + 2·(d + k + r + 2))·ε·cond(G)·‖B‖‖A‖/σ₁ (test_low_rank_svd.cpp);
+// the SVD by η·σ₁ with η = (8·r + 16·2·(d + k + r + 2))·ε·cond(G)·‖B‖‖A‖/σ₁ (test_low_rank_svd.cpp);
 // by Wedin's theorem each singular vector turns by at most η/gap with gap = min_relative_gap, and
 // each column of B* = U·√Σ (or U·Σ) has norm ≤ √σ₁ (or σ₁). Summed over r columns, with a factor 4
 // for the √Σ and V sides.
 template <class T>
 double canonical_tolerance(int d, int k, int r, double cond, double norm_product, double sigma1,
                            double gap, double column_norm) {
-  const double eta = (8.0 * r + 2.0 * (d + k + r + 2)) * eps<T>() * cond * norm_product / sigma1;
+  const double eta = (8.0 * r + 32.0 * (d + k + r + 2)) * eps<T>() * cond * norm_product / sigma1;
   return 4.0 * std::sqrt(double(r)) * eta / gap * column_norm;
 }
 }  // namespace

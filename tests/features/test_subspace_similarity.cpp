@@ -31,7 +31,8 @@ namespace {
 // γₙ ≤ 2·n·ε covers u = ε/2 being replaced by ε and the double reference's own error.
 template <class T>
 double phi_tolerance(int n, int r1, int r2) {
-  return 2.0 * (2.0 * n * eps<T>()) * std::sqrt(double(std::max(r1, r2))) + 2.0 * (r1 + r2) * eps<T>();
+  return 2.0 * (2.0 * n * eps<T>()) * std::sqrt(double(std::max(r1, r2))) +
+         2.0 * (r1 + r2) * eps<T>();
 }
 
 // φ(i, j) for every (i, j) straight from eq. 4, one block product per entry, in double.
@@ -39,8 +40,8 @@ matrix_d brute_force_phi(const matrix_d& U1, const matrix_d& U2) {
   matrix_d phi(U1.cols(), U2.cols());
   for (Eigen::Index i = 1; i <= U1.cols(); ++i)
     for (Eigen::Index j = 1; j <= U2.cols(); ++j)
-      phi(i - 1, j - 1) = (U1.leftCols(i).transpose() * U2.leftCols(j)).squaredNorm() /
-                          double(std::min(i, j));
+      phi(i - 1, j - 1) =
+          (U1.leftCols(i).transpose() * U2.leftCols(j)).squaredNorm() / double(std::min(i, j));
   return phi;
 }
 
@@ -77,8 +78,8 @@ TEST_SUITE("features.subspace_similarity") {
     const matrix<T> Q = lola::thin_qr<T>(gaussian<T>(n, r1 + r2, rng)).Q;
     const matrix<T> U1 = Q.leftCols(r1), U2 = Q.rightCols(r2);
     // The exact Gram of the rounded Q is I + E with ‖E‖_F = defect. Against U₁ itself φ moves by at
-    // most 2·‖E‖_F (the diagonal entries (1 + Eₐₐ)² and the off-diagonal E²); against U₂ the exact φ
-    // is at most ‖E‖²_F.
+    // most 2·‖E‖_F (the diagonal entries (1 + Eₐₐ)² and the off-diagonal E²); against U₂ the exact
+    // φ is at most ‖E‖²_F.
     const double defect = orthonormality_defect(in_double(Q));
     const double tolerance = phi_tolerance<T>(n, r1 + r2, r1 + r2);
 
@@ -87,7 +88,16 @@ TEST_SUITE("features.subspace_similarity") {
     REQUIRE(self.cols() == r1);
     const double self_error = (in_double(self) - matrix_d::Ones(r1, r1)).cwiseAbs().maxCoeff();
     CHECK(self_error <= tolerance + 2 * defect);
-    for (int i = 0; i < r1; ++i) CHECK(std::abs(double(self(i, i)) - 1.0) <= tolerance + 2 * defect);
+    for (int i = 0; i < r1; ++i)
+      CHECK(std::abs(double(self(i, i)) - 1.0) <= tolerance + 2 * defect);
+
+    // φ(A, A, i, j) = 1 for the paper's input: the basis of one down factor against itself.
+    const matrix<T> UA = lola::input_subspace(gaussian<T>(r2, n, rng));
+    const double ua_tolerance =
+        phi_tolerance<T>(n, r2, r2) + 2 * orthonormality_defect(in_double(UA));
+    CHECK((in_double(lola::subspace_similarity(UA, UA)) - matrix_d::Ones(r2, r2))
+              .cwiseAbs()
+              .maxCoeff() <= ua_tolerance);
 
     const matrix<T> orthogonal = lola::subspace_similarity(U1, U2);
     REQUIRE(orthogonal.rows() == r1);
@@ -99,8 +109,8 @@ TEST_SUITE("features.subspace_similarity") {
                                              << orthogonal_error / (tolerance + defect * defect));
   }
 
-  TEST_CASE_TEMPLATE("the prefix-sum grid equals eq. 4 evaluated entry by entry (r₁ ≠ r₂)", T, float,
-                     double) {
+  TEST_CASE_TEMPLATE("the prefix-sum grid equals eq. 4 evaluated entry by entry (r₁ ≠ r₂)", T,
+                     float, double) {
     std::mt19937_64 rng(42);
     const int k = 64, r1 = 5, r2 = 11;
     // Two down factors sharing two rows, so φ takes values across (0, 1) and not only near 0 or 1.
@@ -144,7 +154,8 @@ TEST_SUITE("features.subspace_similarity") {
       const int p = std::min(r, k);
       REQUIRE(U.rows() == k);
       REQUIRE(U.cols() == p);
-      // A Householder Q times an orthogonal Jacobi factor: orthonormal to γ_k + γ_p, i.e. 2·(k + p)·ε.
+      // A Householder Q times an orthogonal Jacobi factor: orthonormal to γ_k + γ_p per column,
+      // i.e. 2·(k + p)·ε·√p in Frobenius norm.
       CHECK(orthonormality_defect(in_double(U)) <= 2.0 * (k + p) * eps<T>() * std::sqrt(double(p)));
 
       const Eigen::BDCSVD<matrix_d> svd(in_double(A), Eigen::ComputeThinU | Eigen::ComputeThinV);
@@ -217,8 +228,8 @@ TEST_SUITE("features.subspace_similarity") {
         // The leading singular direction is *not* invariant: φ(1, 1) between A and G·A drops
         // below 1 once G is not orthogonal (the caveat in subspace_similarity.hpp).
         if (cond >= 100.0) {
-          const matrix<T> phi = lola::subspace_similarity(lola::input_subspace(A),
-                                                          lola::input_subspace(GA));
+          const matrix<T> phi =
+              lola::subspace_similarity(lola::input_subspace(A), lola::input_subspace(GA));
           CHECK(double(phi(0, 0)) < 0.99);
           CHECK(std::abs(double(phi(r - 1, r - 1)) - 1.0) <= tolerance * std::sqrt(double(r)));
         }
@@ -235,7 +246,8 @@ TEST_SUITE("features.subspace_similarity") {
     const matrix<T> BG = B * G;
     CHECK(projector_distance(in_double(lola::output_subspace(B)),
                              in_double(lola::output_subspace(BG))) <=
-          subspace_tolerance<T>(d, r, 1.0, 1.0 / kappa_b) * 101.0 + 2.0 * r * eps<T>() * 100.0 * kappa_b);
+          subspace_tolerance<T>(d, r, 1.0, 1.0 / kappa_b) * 101.0 +
+              2.0 * r * eps<T>() * 100.0 * kappa_b);
   }
 
   TEST_CASE("a direction shared by two down factors of different rank gives φ(1, j) ≈ 1") {
@@ -243,13 +255,14 @@ TEST_SUITE("features.subspace_similarity") {
     const int k = 256, r1 = 8, r2 = 64;
     const Eigen::VectorXd a = gaussian<double>(k, 1, rng).normalized();
     // A dominant shared direction (σ₁ = 1000) on top of Gaussian noise of spectral norm at most
-    // about √k + √r ≤ 24: the top right singular vector is within sin θ ≤ 24/(1000 − 24) of a in each
-    // factor, so cos² between the two is at least cos²(0.05) ≈ 0.9975.
+    // about √k + √r ≤ 24: the top right singular vector is within sin θ ≤ 24/(1000 − 24) of a in
+    // each factor, so cos² between the two is at least cos²(0.05) ≈ 0.9975.
     matrix_d A1 = gaussian<double>(r1, k, rng), A2 = gaussian<double>(r2, k, rng);
     A1.row(0) += 1000.0 * a.transpose();
     A2.row(5) += 1000.0 * a.transpose();
     const matrix_d A3 = gaussian<double>(r2, k, rng);  // unrelated
-    const matrix_d phi = lola::subspace_similarity(lola::input_subspace(A1), lola::input_subspace(A2));
+    const matrix_d phi =
+        lola::subspace_similarity(lola::input_subspace(A1), lola::input_subspace(A2));
     CHECK(phi(0, 0) > 0.99);
     // φ(1, j) is the energy of the first direction inside the top-j span: it can only grow with j.
     for (int j = 1; j < r2; ++j) CHECK(phi(0, j) >= phi(0, j - 1) - 1e-15);

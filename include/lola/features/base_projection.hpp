@@ -16,8 +16,8 @@
 /// subspaces and its norm, so they are unchanged by the GL(r) action on the factors.
 ///
 /// The scale is the expression's: ‖ΔW‖_F includes s. Whether s = α/r belongs in ΔW is the
-/// caller's choice (the paper does not say; papers.md §7); amplification scales with it linearly and
-/// the other numbers do not depend on it.
+/// caller's choice (the paper does not say; papers.md §7); amplification scales with it linearly
+/// and the other numbers do not depend on it.
 ///
 /// Cost, for d×k W and ΔW of rank r (expression rank r_e):
 ///   ΔW's thin SVD from its factors (low_rank_svd)            O((d + k)·r_e² + r_e³)
@@ -28,7 +28,8 @@
 ///     energy is converged to near working precision and never for more steps than a dense SVD's
 ///     flops would buy; otherwise (small W, or no certified convergence) Eigen::BDCSVD's singular
 ///     values, O(d·k·min(d, k)). Worst case about twice the dense SVD.
-/// No d×k matrix other than W itself is formed (one converted copy when W's scalar differs).
+/// No other d×k matrix is formed, except one converted copy of W when its scalar differs and
+/// BDCSVD's working copy on the dense path.
 
 #include <algorithm>
 #include <cmath>
@@ -54,14 +55,21 @@ namespace lola {
 /// What project_base_weight reports (file comment). All norms are Frobenius norms.
 template <class S>
 struct base_projection {
-  index rank = 0;                  ///< r, the number of directions used
-  index delta_numerical_rank = 0;  ///< low_rank_svd::rank() of ΔW; below `rank`, the trailing
-                                   ///< directions of U and V are arbitrary and so is projection_norm
-  S delta_norm = 0;                ///< ‖ΔW‖_F, scale included
-  S projection_norm = 0;           ///< ‖Uᵀ·W·V‖_F, U and V the top-r singular vectors of ΔW
-  S amplification = 0;             ///< delta_norm / projection_norm; +inf when projection_norm = 0
-  S w_top_r_norm = 0;              ///< ‖U_Wᵀ·W·V_W‖_F = √(σ₁(W)² + … + σ_r(W)²)
-  S random_norm = 0;               ///< ‖Uᵣᵀ·W·Vᵣ‖_F for one Haar-random orthonormal pair
+  /// r, the number of directions used.
+  index rank = 0;
+  /// low_rank_svd::rank() of ΔW. Below `rank`, the trailing directions of U and V are arbitrary
+  /// and so is projection_norm.
+  index delta_numerical_rank = 0;
+  /// ‖ΔW‖_F, scale included.
+  S delta_norm = 0;
+  /// ‖Uᵀ·W·V‖_F, U and V the top-r singular vectors of ΔW.
+  S projection_norm = 0;
+  /// delta_norm / projection_norm; +inf when projection_norm = 0.
+  S amplification = 0;
+  /// ‖U_Wᵀ·W·V_W‖_F = √(σ₁(W)² + … + σ_r(W)²).
+  S w_top_r_norm = 0;
+  /// ‖Uᵣᵀ·W·Vᵣ‖_F for one Haar-random orthonormal pair.
+  S random_norm = 0;
 };
 
 /// Passed as r: use ΔW's expression rank, clamped to min(d, k).
@@ -87,7 +95,7 @@ Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> haar_stiefel(index n, index r, 
 template <class S>
 struct top_singular_energy_result {
   S energy = 0;
-  index iterations = 0;  ///< subspace-iteration steps taken (0 when none ran)
+  index iterations = 0;  ///< applications of W·Wᵀ after the first range sample
   bool dense = false;    ///< the value came from a full BDCSVD
 };
 
@@ -95,7 +103,8 @@ struct top_singular_energy_result {
 ///
 /// r = min(d, k): ‖W‖²_F exactly. Otherwise randomized subspace iteration on W·Wᵀ with l = r + p
 /// columns, p = max(r, 10), re-orthonormalised (Householder) after every product:
-///   Q₀ = orth(W·Ω), Ω k×l Gaussian;  Z_q = Wᵀ·Q_q = Q_Z·R;  Q_{q+1} = orth(W·Q_Z).
+///   Q₀ = orth(W·Ω) with Ω k×l Gaussian (orthonormalised);
+///   Z_q = Wᵀ·Q_q = Q_Z·R;  Q_{q+1} = orth(W·Q_Z).
 /// The Rayleigh–Ritz estimate e_q = Σᵢ≤ᵣ σᵢ(R)² = Σᵢ≤ᵣ σᵢ(Q_qᵀW)² is a lower bound on the energy
 /// (σᵢ(QᵀW) ≤ σᵢ(W) for orthonormal Q) that rises to it; its error falls like (σ_{l+1}/σ_r)^{4q}.
 /// Convergence is certified from the observed rate ρ of the increments Δ_q = e_q − e_{q−1}: the
@@ -103,12 +112,14 @@ struct top_singular_energy_result {
 /// η = 4·√max(d, k)·ε·e_q, the rounding level of e_q. ρ is the largest ratio Δ_q/Δ_{q−1} seen
 /// between increments above 100·η (the ratio rises towards its asymptotic value as the faster
 /// components die out, so the largest is the least optimistic); with no such pair yet, only an
-/// increment already below η counts as converged. The steps are capped so that their flops (4·d·k·l each) stay below those of a dense
-/// bidiagonalisation (4·m·n² − 4n³/3, m = max(d, k), n = min(d, k)); when fewer than 3 steps fit,
-/// or when the cap is reached uncertified (a flat spectrum near σ_r), BDCSVD's singular values are
-/// used instead, so the result is always accurate to working precision.
+/// increment already below η counts as converged.
+/// The steps are capped so that their flops (4·d·k·l each) stay below those of a dense
+/// bidiagonalisation, 4·m·n² − 4n³/3 with m = max(d, k) and n = min(d, k). When fewer than 3 steps
+/// fit, or when the cap is reached uncertified (a flat spectrum near σ_r), BDCSVD's singular values
+/// are used instead, so the result is always accurate to working precision.
 template <class S, class X, class Rng>
-top_singular_energy_result<S> top_singular_energy(const Eigen::MatrixBase<X>& w, index r, Rng& rng) {
+top_singular_energy_result<S> top_singular_energy(const Eigen::MatrixBase<X>& w, index r,
+                                                  Rng& rng) {
   using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
   const index d = w.rows(), k = w.cols(), n = std::min(d, k), m = std::max(d, k);
   top_singular_energy_result<S> out;
@@ -123,7 +134,8 @@ top_singular_energy_result<S> top_singular_energy(const Eigen::MatrixBase<X>& w,
   const index l = std::min(n, r + std::max<index>(r, 10));
   const double dense_flops =
       4.0 * double(m) * double(n) * double(n) - 4.0 / 3.0 * double(n) * double(n) * double(n);
-  const double step_flops = 4.0 * double(d) * double(k) * double(l) + 4.0 * double(d + k) * double(l * l);
+  const double step_flops =
+      4.0 * double(d) * double(k) * double(l) + 4.0 * double(d + k) * double(l * l);
   const index max_steps = static_cast<index>(dense_flops / step_flops);
   if (max_steps < 3) {
     out.energy = dense_energy();
@@ -177,16 +189,15 @@ base_projection<S> project_base_weight_impl(const Eigen::MatrixBase<X>& w, const
 
   const low_rank_svd<S> svd(delta, compute_uv);
   if (svd.info() != Eigen::Success)
-    throw error(error_code::invalid_argument,
-                "project_base_weight: the factors of delta (" + shape_string(d, k) +
-                    ") are not finite");
+    throw error(error_code::invalid_argument, "project_base_weight: the factors of delta (" +
+                                                  shape_string(d, k) + ") are not finite");
   out.delta_numerical_rank = svd.rank();
   out.delta_norm = svd.singularValues().norm();
   matrix wv(d, r);
   wv.noalias() = w * svd.matrixV().leftCols(r);
   out.projection_norm = (svd.matrixU().leftCols(r).transpose() * wv).norm();
   out.amplification = out.projection_norm > S(0) ? out.delta_norm / out.projection_norm
-                                                  : std::numeric_limits<S>::infinity();
+                                                 : std::numeric_limits<S>::infinity();
 
   std::mt19937_64 rng(seed);
   const matrix u_random = haar_stiefel<S>(d, r, rng);
@@ -205,8 +216,8 @@ base_projection<S> project_base_weight_impl(const Eigen::MatrixBase<X>& w, const
 /// a host low-rank expression `delta` (d×k); see the file comment and base_projection.
 ///
 /// r: the number of directions, ≥ 1, clamped to min(d, k, delta.rank()); use_delta_rank (the
-/// default) means delta.rank(). seed: the random pair's generator (std::mt19937_64), so a seed fixes
-/// random_norm; the other numbers do not depend on it beyond rounding. W's storage scalar may
+/// default) means delta.rank(). seed: the random pair's generator (std::mt19937_64), so a seed
+/// fixes random_norm; the other numbers do not depend on it beyond rounding. W's storage scalar may
 /// differ from delta's compute scalar S (e.g. a bfloat16 base weight); W is then converted once.
 ///
 /// Throws shape_mismatch when W and ΔW differ in shape (the message gives both), invalid_argument
@@ -220,10 +231,11 @@ base_projection<scalar_of_t<E>> project_base_weight(const Eigen::MatrixBase<X>& 
   detail::require_shapes(W.rows() == delta.rows() && W.cols() == delta.cols(),
                          "project_base_weight (W and delta must have the same shape)", "W",
                          W.rows(), W.cols(), "delta", delta.rows(), delta.cols());
+  if (r < 1 && r != use_delta_rank)
+    throw error(
+        error_code::invalid_argument,
+        "project_base_weight: r must be >= 1 (or use_delta_rank), got " + std::to_string(r));
   if (r == use_delta_rank) r = delta.rank();
-  if (r < 1)
-    throw error(error_code::invalid_argument,
-                "project_base_weight: r must be >= 1 (or use_delta_rank), got " + std::to_string(r));
   r = std::min({r, delta.rows(), delta.cols(), delta.rank()});
   if (r < 1)
     throw error(error_code::invalid_argument,

@@ -6,9 +6,9 @@
 ///   φ(i, j) = ‖U₁[:, :i]ᵀ·U₂[:, :j]‖²_F / min(i, j)
 ///
 /// for bases U₁ (n×r₁) and U₂ (n×r₂) with orthonormal columns ordered by importance (decreasing
-/// singular value). With σₜ the singular values of U₁[:, :i]ᵀU₂[:, :j] (the cosines of the principal
-/// angles between the two spans) and p = min(i, j), φ = Σₜσₜ²/p, so φ ∈ [0, 1]: 1 when one span
-/// contains the other (identical spans for i = j), 0 when they are orthogonal. Against the
+/// singular value). With σₜ the singular values of U₁[:, :i]ᵀU₂[:, :j] (the cosines of the
+/// principal angles between the two spans) and p = min(i, j), φ = Σₜσₜ²/p, so φ ∈ [0, 1]: 1 when
+/// one span contains the other (identical spans for i = j), 0 when they are orthogonal. Against the
 /// projection metric d = √(p − Σₜσₜ²) (Ham & Lee 2008), φ = 1 − d²/p. The paper prints
 /// φ = (1/p)(1 − d²), a typo (research/papers.md §7).
 ///
@@ -49,7 +49,7 @@ template <class S, class Storage>
 using subspace_scalar_t = std::conditional_t<std::is_void_v<S>, compute_scalar_t<Storage>, S>;
 
 template <class X>
-void require_finite(const Eigen::MatrixBase<X>& x, const char* function, const char* name) {
+void require_finite_entries(const Eigen::MatrixBase<X>& x, const char* function, const char* name) {
   if (!x.allFinite())
     throw error(error_code::invalid_argument, std::string(function) + ": " + name + " (" +
                                                   shape_string(x) + ") has non-finite entries");
@@ -60,7 +60,8 @@ void require_finite(const Eigen::MatrixBase<X>& x, const char* function, const c
 /// O(p²·n)), so X = (Q·P)·Σ·Sᵀ and the basis is Q·P (O(m·p²)). No m×m matrix is formed.
 /// Columns beyond X's numerical rank are an orthonormal completion with no meaning of their own.
 template <class S, class X>
-Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> left_singular_basis(const Eigen::MatrixBase<X>& x) {
+Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> left_singular_basis(
+    const Eigen::MatrixBase<X>& x) {
   using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
   const thin_qr_result<S> qr = thin_qr<S>(x);
   if (qr.R.rows() == 0) return matrix::Zero(x.rows(), 0);
@@ -98,7 +99,7 @@ template <class S = void, class X>
 Eigen::Matrix<detail::subspace_scalar_t<S, typename X::Scalar>, Eigen::Dynamic, Eigen::Dynamic>
 input_subspace(const Eigen::MatrixBase<X>& A) {
   using T = detail::subspace_scalar_t<S, typename X::Scalar>;
-  detail::require_finite(A, "input_subspace", "A");
+  detail::require_finite_entries(A, "input_subspace", "A");
   return detail::left_singular_basis<T>(A.transpose());
 }
 
@@ -109,7 +110,7 @@ template <class S = void, class X>
 Eigen::Matrix<detail::subspace_scalar_t<S, typename X::Scalar>, Eigen::Dynamic, Eigen::Dynamic>
 output_subspace(const Eigen::MatrixBase<X>& B) {
   using T = detail::subspace_scalar_t<S, typename X::Scalar>;
-  detail::require_finite(B, "output_subspace", "B");
+  detail::require_finite_entries(B, "output_subspace", "B");
   return detail::left_singular_basis<T>(B);
 }
 
@@ -125,18 +126,20 @@ output_subspace(const Eigen::MatrixBase<X>& B) {
 /// each basis's own scalar, else invalid_argument (passing a factor instead of its subspace is the
 /// likely mistake); so is finiteness. Bases of different n throw shape_mismatch naming both shapes.
 template <class S = void, class X1, class X2>
-Eigen::Matrix<std::conditional_t<std::is_void_v<S>,
-                                 common_compute_scalar_t<typename X1::Scalar, typename X2::Scalar>, S>,
-              Eigen::Dynamic, Eigen::Dynamic>
+Eigen::Matrix<
+    std::conditional_t<std::is_void_v<S>,
+                       common_compute_scalar_t<typename X1::Scalar, typename X2::Scalar>, S>,
+    Eigen::Dynamic, Eigen::Dynamic>
 subspace_similarity(const Eigen::MatrixBase<X1>& U1, const Eigen::MatrixBase<X2>& U2) {
-  using T = std::conditional_t<std::is_void_v<S>,
-                               common_compute_scalar_t<typename X1::Scalar, typename X2::Scalar>, S>;
+  using T =
+      std::conditional_t<std::is_void_v<S>,
+                         common_compute_scalar_t<typename X1::Scalar, typename X2::Scalar>, S>;
   using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
   detail::require_shapes(U1.rows() == U2.rows(),
                          "subspace_similarity (the bases must have the same number of rows)", "U1",
                          U1.rows(), U1.cols(), "U2", U2.rows(), U2.cols());
-  detail::require_finite(U1, "subspace_similarity", "U1");
-  detail::require_finite(U2, "subspace_similarity", "U2");
+  detail::require_finite_entries(U1, "subspace_similarity", "U1");
+  detail::require_finite_entries(U2, "subspace_similarity", "U2");
   detail::require_orthonormal_columns<T>(U1, "subspace_similarity", "U1");
   detail::require_orthonormal_columns<T>(U2, "subspace_similarity", "U2");
   const index r1 = U1.cols(), r2 = U2.cols();
