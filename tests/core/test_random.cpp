@@ -90,6 +90,19 @@ TEST_SUITE("core.random") {
     }
   }
 
+  TEST_CASE_TEMPLATE("random_stiefel has orthonormal columns", T, float, double) {
+    std::mt19937_64 rng(9);
+    for (auto [m, n] : {std::pair{10, 3}, std::pair{7, 7}, std::pair{5, 0}}) {
+      const matrix<T> q = lola::random_stiefel<T>(m, n, rng);
+      REQUIRE(q.rows() == m);
+      REQUIRE(q.cols() == n);
+      // As for random_orthogonal: one rounding of a double draw, ε_T·√n.
+      CHECK((q.transpose() * q - matrix<T>::Identity(n, n)).template cast<double>().norm() <=
+            2.0 * (std::sqrt(double(n)) + 1.0) * eps<T>() * std::max(1, n));
+    }
+    CHECK_THROWS_AS(lola::random_stiefel(2, 3, rng), lola::error);
+  }
+
   TEST_CASE("random_gl rejects what it cannot draw") {
     std::mt19937_64 rng(1);
     CHECK_THROWS_AS(lola::random_gl(3, 0.5, rng), lola::error);

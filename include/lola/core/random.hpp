@@ -26,18 +26,19 @@ inline void require_group_size(index r, const char* function) {
                     std::to_string(r));
 }
 
-/// Haar-distributed Q ∈ O(r): Q from the QR factorisation of an r×r standard Gaussian matrix, with
-/// each column's sign fixed by the sign of R's diagonal (Mezzadri 2007). Without that fix the
-/// distribution of Q depends on the QR algorithm's sign convention and is not Haar.
+/// Haar-distributed Q with orthonormal columns (m×n, m ≥ n; O(n) when m = n): the Q factor of an
+/// m×n standard Gaussian matrix, with each column's sign fixed by the sign of R's diagonal
+/// (Mezzadri 2007). Without that fix the distribution of Q depends on the QR algorithm's sign
+/// convention and is not Haar.
 template <class Rng>
-Eigen::MatrixXd haar_orthogonal(index r, Rng& rng) {
+Eigen::MatrixXd haar_orthonormal(index m, index n, Rng& rng) {
   std::normal_distribution<double> normal(0.0, 1.0);
-  Eigen::MatrixXd gaussian(r, r);
-  for (index j = 0; j < r; ++j)
-    for (index i = 0; i < r; ++i) gaussian(i, j) = normal(rng);
+  Eigen::MatrixXd gaussian(m, n);
+  for (index j = 0; j < n; ++j)
+    for (index i = 0; i < m; ++i) gaussian(i, j) = normal(rng);
   Eigen::HouseholderQR<Eigen::MatrixXd> qr(gaussian);
-  Eigen::MatrixXd q = qr.householderQ() * Eigen::MatrixXd::Identity(r, r);
-  for (index j = 0; j < r; ++j)
+  Eigen::MatrixXd q = qr.householderQ() * Eigen::MatrixXd::Identity(m, n);
+  for (index j = 0; j < n; ++j)
     if (qr.matrixQR()(j, j) < 0) q.col(j) = -q.col(j);
   return q;
 }
@@ -49,7 +50,19 @@ Eigen::MatrixXd haar_orthogonal(index r, Rng& rng) {
 template <class Scalar = double, class Rng>
 Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> random_orthogonal(index r, Rng& rng) {
   detail::require_group_size(r, "random_orthogonal");
-  return detail::haar_orthogonal(r, rng).template cast<Scalar>();
+  return detail::haar_orthonormal(r, r, rng).template cast<Scalar>();
+}
+
+/// A Haar-random m×n matrix with orthonormal columns (a point of the Stiefel manifold), m ≥ n:
+/// the first n columns of a Haar-random element of O(m) in distribution, at O(m·n²) cost.
+template <class Scalar = double, class Rng>
+Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> random_stiefel(index m, index n, Rng& rng) {
+  detail::require_group_size(n, "random_stiefel");
+  if (m < n)
+    throw error(error_code::invalid_argument,
+                "random_stiefel: " + std::to_string(n) + " orthonormal columns need at least as "
+                "many rows, got " + std::to_string(m));
+  return detail::haar_orthonormal(m, n, rng).template cast<Scalar>();
 }
 
 /// A random G ∈ GL(r) with 2-norm condition number `cond`: G = Q₁·diag(σ)·Q₂ᵀ with Q₁, Q₂ Haar and
@@ -70,8 +83,8 @@ Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> random_gl(index r, double 
   Eigen::VectorXd sigma(r);
   for (index i = 0; i < r; ++i)
     sigma(i) = r == 1 ? 1.0 : std::pow(cond, 0.5 - static_cast<double>(i) / (r - 1));
-  const Eigen::MatrixXd q1 = detail::haar_orthogonal(r, rng);
-  const Eigen::MatrixXd q2 = detail::haar_orthogonal(r, rng);
+  const Eigen::MatrixXd q1 = detail::haar_orthonormal(r, r, rng);
+  const Eigen::MatrixXd q2 = detail::haar_orthonormal(r, r, rng);
   return (q1 * sigma.asDiagonal() * q2.transpose()).template cast<Scalar>();
 }
 

@@ -45,6 +45,7 @@
 #include "lola/backend/eigen/evaluate.hpp"
 #include "lola/core/config.hpp"
 #include "lola/core/error.hpp"
+#include "lola/core/random.hpp"
 #include "lola/core/scalar.hpp"
 #include "lola/core/shape.hpp"
 #include "lola/linalg/low_rank_svd.hpp"
@@ -79,17 +80,6 @@ inline constexpr std::uint64_t default_projection_seed = 210609685;
 
 namespace detail {
 
-/// An n×r matrix with orthonormal columns, Haar-distributed on the Stiefel manifold: the Q factor
-/// of an n×r standard Gaussian with R's diagonal made non-negative (thin_qr's sign rule, the
-/// Mezzadri fix). Drawn in double and rounded once, as core/random.hpp does.
-template <class S, class Rng>
-Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> haar_stiefel(index n, index r, Rng& rng) {
-  std::normal_distribution<double> normal(0.0, 1.0);
-  Eigen::MatrixXd gaussian(n, r);
-  for (index j = 0; j < r; ++j)
-    for (index i = 0; i < n; ++i) gaussian(i, j) = normal(rng);
-  return thin_qr<double>(gaussian).Q.template cast<S>();
-}
 
 /// Σᵢ≤ᵣ σᵢ(W)² and how it was obtained.
 template <class S>
@@ -143,7 +133,7 @@ top_singular_energy_result<S> top_singular_energy(const Eigen::MatrixBase<X>& w,
     return out;
   }
 
-  const matrix omega = haar_stiefel<S>(k, l, rng);
+  const matrix omega = random_stiefel<S>(k, l, rng);
   matrix y(d, l), z(k, l);
   y.noalias() = w * omega;
   matrix q = thin_qr<S>(y).Q;
@@ -200,8 +190,8 @@ base_projection<S> project_base_weight_impl(const Eigen::MatrixBase<X>& w, const
                                                  : std::numeric_limits<S>::infinity();
 
   std::mt19937_64 rng(seed);
-  const matrix u_random = haar_stiefel<S>(d, r, rng);
-  const matrix v_random = haar_stiefel<S>(k, r, rng);
+  const matrix u_random = random_stiefel<S>(d, r, rng);
+  const matrix v_random = random_stiefel<S>(k, r, rng);
   wv.noalias() = w * v_random;
   out.random_norm = (u_random.transpose() * wv).norm();
 
