@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds and runs every lola test through ctest: the Release build (unit tests, the header compile
-# test, the packaging tests, the example and the benchmark smoke runs), then the unit tests again
-# under AddressSanitizer and UndefinedBehaviorSanitizer with Eigen's own assertions on.
+# test, the packaging tests, the examples and the benchmark smoke runs), then the core and
+# expression tests again under AddressSanitizer and UndefinedBehaviorSanitizer with Eigen's own
+# assertions on.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
