@@ -113,26 +113,12 @@ void set_threads(int threads) {
 #endif
 }
 
-/// run_against_floor with bytes_per_second on the wall clock: Google Benchmark divides by the
-/// calling thread's CPU time, which undercounts a parallel_for whose other threads are still
-/// working (or waiting for a core). floor_ratio already is wall time ÷ floor, so the wall time per
-/// iteration is floor_ratio × floor. (UseRealTime() would do the same but adds "/real_time" to the
-/// name, and with it to the shape label in RESULTS.md.)
-template <class Body>
-void run_on_wall_clock(benchmark::State& state, std::int64_t bytes, double floor, Body body) {
-  lola_bench::run_against_floor(state, bytes, floor, body);
-  const double seconds = state.counters["floor_ratio"].value * floor;
-  state.counters["bytes_per_second"] = benchmark::Counter(
-      static_cast<double>(bytes) / seconds, benchmark::Counter::kDefaults,
-      benchmark::Counter::kIs1024);
-}
-
 void lola_values(benchmark::State& state, adapter_spec spec, int threads) {
   const adapter& a = build(spec);
   std::vector<Eigen::VectorXf> sigma(a.delta.size());
   const double floor = lola_bench::read_floor_seconds(a.buffers);
   set_threads(threads);
-  run_on_wall_clock(state, a.bytes, floor, [&] {
+  lola_bench::run_against_floor(state, a.bytes, floor, [&] {
     lola::parallel_for(a.size(), [&](lola::index i) {
       const auto& delta = a.delta[std::size_t(i)];
       sigma[std::size_t(i)] = lola::singular_values(delta, delta.rank());
@@ -147,7 +133,7 @@ void lola_canonical(benchmark::State& state, adapter_spec spec, int threads) {
   std::vector<lola::canonical_result<float>> canon(a.delta.size());
   const double floor = lola_bench::read_floor_seconds(a.buffers);
   set_threads(threads);
-  run_on_wall_clock(state, a.bytes, floor, [&] {
+  lola_bench::run_against_floor(state, a.bytes, floor, [&] {
     lola::parallel_for(a.size(), [&](lola::index i) {
       canon[std::size_t(i)] =
           lola::canonicalize(a.delta[std::size_t(i)], lola::canonical_form::balanced);
@@ -162,7 +148,7 @@ void dense_bdcsvd_values(benchmark::State& state, adapter_spec spec, int threads
   std::vector<Eigen::VectorXf> sigma(a.delta.size());
   const double floor = lola_bench::read_floor_seconds(a.buffers);
   set_threads(threads);
-  run_on_wall_clock(state, a.bytes, floor, [&] {
+  lola_bench::run_against_floor(state, a.bytes, floor, [&] {
     lola::parallel_for(a.size(), [&](lola::index i) {
       const Eigen::MatrixXf W = lola::dense(a.delta[std::size_t(i)]);
       sigma[std::size_t(i)] = Eigen::BDCSVD<Eigen::MatrixXf>(W).singularValues();  // values only
