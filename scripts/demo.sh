@@ -1,10 +1,26 @@
 #!/usr/bin/env bash
-# Builds and runs lola's main example: a tour of the expression core on a Llama-sized module.
+# lola in one minute: builds the `lola` tool and a program that writes two small example adapters
+# (a PEFT directory and a kohya file; nothing binary is committed), then inspects them and shows
+# canonicalize and resize; finally the tour of the expression core on a Llama-sized module.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 lola_require_packages g++ cmake libeigen3-dev
 
 cmake --preset demo >/dev/null
-cmake --build --preset demo -j "$LOLA_JOBS" --target lola_tour
-./build/demo/examples/lola_tour
+cmake --build --preset demo -j "$LOLA_JOBS" --target lola_cli lola_make_example_adapter lola_tour
+bin=build/demo/examples
+work=build/demo/adapters
+rm -rf "$work"
+"$bin/lola_make_example_adapter" "$work"
+
+step() { printf '\n$ %s\n' "$*"; "$@"; }
+step "$bin/lola" inspect "$work/peft"
+step "$bin/lola" inspect "$work/kohya.safetensors" --top 3
+step "$bin/lola" canonicalize "$work/peft" -o "$work/peft_canonical"
+step "$bin/lola" inspect "$work/peft_canonical" --top 3
+step "$bin/lola" resize "$work/kohya.safetensors" -o "$work/kohya_r4.safetensors" --sv-fro 0.95
+step "$bin/lola" inspect "$work/kohya_r4.safetensors" --top 3
+
+printf '\n$ %s\n' "$bin/lola_tour"
+"$bin/lola_tour"

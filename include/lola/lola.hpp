@@ -40,3 +40,9 @@
 
 #include "lola/ops/combine.hpp"
 #include "lola/ops/resize.hpp"
+
+#include "lola/io/adapter.hpp"
+#include "lola/io/dtype.hpp"
+#include "lola/io/json.hpp"
+#include "lola/io/load.hpp"
+#include "lola/io/safetensors.hpp"

@@ -1,0 +1,16 @@
+# The command-line demo as a test: generate the example adapters, then inspect, canonicalize,
+# resize and merge them; any non-zero exit fails. Run with -DLOLA=… -DMAKE_ADAPTER=… -DWORK_DIR=….
+file(REMOVE_RECURSE ${WORK_DIR})
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "exit ${rc}: ${ARGN}")
+  endif()
+endfunction()
+run(${MAKE_ADAPTER} ${WORK_DIR})
+run(${LOLA} inspect ${WORK_DIR}/peft)
+run(${LOLA} inspect ${WORK_DIR}/kohya.safetensors --top 2)
+run(${LOLA} canonicalize ${WORK_DIR}/peft -o ${WORK_DIR}/peft_canonical)
+run(${LOLA} resize ${WORK_DIR}/kohya.safetensors -o ${WORK_DIR}/kohya_r4.safetensors --rank 4)
+run(${LOLA} merge ${WORK_DIR}/peft ${WORK_DIR}/peft_canonical --weights 0.5,0.5 -o ${WORK_DIR}/merged)
+run(${LOLA} inspect ${WORK_DIR}/merged --json)

@@ -1,0 +1,458 @@
+// lola: inspect, canonicalize, resize, merge and align LoRA adapters (PEFT directories and
+// .safetensors files in the PEFT or kohya dialect), from their factors.
+//
+// Exit codes: 0 success, 1 invalid input (one line on stderr), 2 usage error.
+// Computation is in double; factors are written back in the file's dtypes.
+#include <lola/canon/canonical_form.hpp>
+#include <lola/canon/o_align.hpp>
+#include <lola/core/parallel.hpp>
+#include <lola/features/spectrum.hpp>
+#include <lola/io/load.hpp>
+#include <lola/linalg/low_rank_svd.hpp>
+#include <lola/ops/combine.hpp>
+#include <lola/ops/resize.hpp>
+#include <lola/version.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "arguments.hpp"
+
+namespace {
+
+using lola_cli::arguments;
+using lola_cli::usage_error;
+namespace io = lola::io;
+using adapter = io::adapter<double>;
+using module = io::adapter_module<double>;
+using matrix = module::matrix;
+
+constexpr const char* overview = R"(lola — LoRA adapters from their factors
+
+Usage: lola <command> [options]
+
+Commands:
+  inspect       per-module shapes, ranks, scales, norms and singular values
+  canonicalize  write the canonical (GL(r)-invariant) factors of every module
+  resize        truncate every module to a fixed or spectrum-chosen rank
+  merge         the weighted sum of several adapters, module by module
+  align         O-Align every module to a template adapter
+
+PATH is a PEFT directory (adapter_config.json + adapter_model.safetensors) or a .safetensors
+file (PEFT or kohya; a PEFT file takes its scaling from an adapter_config.json beside it).
+OUT takes PATH's form: a directory for a directory, a file for a file.
+Run 'lola <command> --help' for a command's options.
+)";
+
+const std::map<std::string, std::string> help_texts = {
+    {"inspect", R"(Usage: lola inspect PATH [--json] [--top K]
+
+A table per module: name, d x k, rank, scale s, ||dW||_F, sigma_1, entropy effective rank and the
+top K singular values of dW = s*B*A (default K = 4), then totals.
+  --json    print one JSON object instead: {"path", "format", "modules": [{"name",
+            "out_features", "in_features", "rank", "scaling", "fro_norm", "singular_values"}],
+            "passthrough": [names]}, all r singular values, modules in file order
+  --top K   singular values per row of the table
+)"},
+    {"canonicalize", R"(Usage: lola canonicalize PATH -o OUT [--form balanced|left]
+
+Writes every module's canonical factors, the same for every (B G, G^-1 A): U*sqrt(S), sqrt(S)*V^T
+(balanced, the default) or U*S, V^T (left); the sign of each singular pair is fixed so that the
+largest entry of U's column is positive. Same dialect, dtypes and scaling: s*B'*A' = s*B*A.
+  -o, --output OUT   where to write
+  --form F           balanced or left
+)"},
+    {"resize", R"(Usage: lola resize PATH -o OUT (--rank K | --sv-fro F | --sv-ratio X | --sv-cumulative F)
+
+Truncates every module to its best approximation of the chosen rank, keeping the scale (alpha is
+rewritten as s*r'), and prints the retained Frobenius fraction per module.
+  --rank K           rank K (at most the module's rank)
+  --sv-fro F         smallest k with ||dW_k||_F >= F*||dW||_F
+  --sv-cumulative F  smallest k with sigma_1 + ... + sigma_k >= F*(sum of sigma)
+  --sv-ratio X       every sigma_i > sigma_1 / X
+  -o, --output OUT   where to write
+)"},
+    {"merge", R"(Usage: lola merge PATH... [--weights w1,w2,...] [--rank K] -o OUT
+
+The weighted sum  sum_i w_i * s_i * B_i * A_i  of every module (matched by name; a module missing
+from an adapter counts as zero), exact by factor concatenation, then re-compressed to its best
+rank-K approximation from the stacked factors (never a dense SVD). The result has scale 1, in the
+first adapter's dialect and form; prints the retained Frobenius fraction per module.
+  --weights W   comma-separated weights, one per PATH (default all 1)
+  --rank K      the output rank (default: the largest input rank of the module)
+  -o, --output OUT
+)"},
+    {"align", R"(Usage: lola align PATH --template T -o OUT
+
+O-Align (Learning on LoRAs): for every module, the Q in O(r) minimising
+||B Q - B_t||_F^2 + ||A^T Q - A_t^T||_F^2 against the template's module of the same name, and the
+aligned factors (B Q, Q^T A); dW is unchanged.
+  --template T       the template adapter (same module names, shapes and ranks)
+  -o, --output OUT
+)"},
+};
+
+// Progress on stderr for loops over many modules, only when stderr is a terminal.
+class progress {
+ public:
+  progress(const char* what, std::size_t total)
+      : what_(what), total_(total), enabled_(total > 1 && ::isatty(2)) {}
+  ~progress() {
+    if (enabled_) std::fprintf(stderr, "\r%s %zu/%zu\n", what_, done_.load(), total_);
+  }
+  void tick() {
+    const std::size_t n = ++done_;
+    if (!enabled_) return;
+    const auto now = std::chrono::steady_clock::now();
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    std::fprintf(stderr, "\r%s %zu/%zu", what_, n, total_);
+  }
+
+ private:
+  const char* what_;
+  std::size_t total_;
+  bool enabled_;
+  std::atomic<std::size_t> done_{0};
+  std::mutex mutex_;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+// Runs f(i) for every module index in parallel (OpenMP), with progress.
+template <class F>
+void for_each_module(std::size_t n, const char* what, F&& f) {
+  progress p(what, n);
+  lola::parallel_for(static_cast<lola::index>(n), [&](lola::index i) {
+    f(static_cast<std::size_t>(i));
+    p.tick();
+  });
+}
+
+adapter load(const std::string& path) {
+  adapter a = io::load_adapter<double>(path);
+  for (const auto& w : a.warnings) std::fprintf(stderr, "lola: warning: %s\n", w.c_str());
+  return a;
+}
+
+void save(const adapter& a, const std::string& like, const std::string& out) {
+  io::save_adapter(a, out,
+                   io::detail::path_is_directory(like) ? io::save_form::directory : io::save_form::file);
+}
+
+std::string fmt(double v, const char* format = "%.4g") {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, format, v);
+  return buffer;
+}
+
+const std::string& single_path(const arguments& args, const char* command) {
+  if (args.positional().size() != 1)
+    throw usage_error(std::string(command) + " takes one PATH, got " +
+                      std::to_string(args.positional().size()));
+  return args.positional()[0];
+}
+
+// ---------------------------------------------------------------- inspect
+int inspect(const std::vector<std::string>& argv) {
+  const arguments args(argv, {"--top"}, {"--json"});
+  const std::string& path = single_path(args, "inspect");
+  const long top = args.has("--top") ? args.integer("--top", 0) : 4;
+  const adapter a = load(path);
+
+  std::vector<Eigen::VectorXd> sigma(a.modules.size());
+  for_each_module(a.modules.size(), "inspect", [&](std::size_t i) {
+    const auto& m = a.modules[i];
+    sigma[i] = lola::singular_values(m.delta(), m.rank());  // all r, zero-padded
+  });
+
+  if (args.flag("--json")) {
+    io::json_value modules = io::json_value::array();
+    for (std::size_t i = 0; i < a.modules.size(); ++i) {
+      const auto& m = a.modules[i];
+      io::json_value entry = io::json_value::object();
+      entry.set("name", m.name);
+      entry.set("out_features", static_cast<long long>(m.rows()));
+      entry.set("in_features", static_cast<long long>(m.cols()));
+      entry.set("rank", static_cast<long long>(m.rank()));
+      entry.set("scaling", m.scale);
+      entry.set("fro_norm", sigma[i].norm());
+      io::json_value values = io::json_value::array();
+      for (lola::index j = 0; j < sigma[i].size(); ++j) values.push_back(sigma[i](j));
+      entry.set("singular_values", std::move(values));
+      modules.push_back(std::move(entry));
+    }
+    io::json_value passthrough = io::json_value::array();
+    for (const auto& t : a.passthrough) passthrough.push_back(t.name);
+    io::json_value out = io::json_value::object();
+    out.set("path", path);
+    out.set("format", io::to_string(a.format));
+    out.set("modules", std::move(modules));
+    out.set("passthrough", std::move(passthrough));
+    std::printf("%s\n", out.dump().c_str());
+    return 0;
+  }
+
+  std::size_t width = 6;
+  for (const auto& m : a.modules) width = std::max(width, m.name.size());
+  width = std::min<std::size_t>(width, 72);
+  std::printf("%s: %s adapter, %zu modules, %zu passthrough tensors\n", path.c_str(),
+              io::to_string(a.format), a.modules.size(), a.passthrough.size());
+  std::printf("%-*s  %-13s %5s %9s %10s %10s %8s  %s\n", static_cast<int>(width), "module", "d x k",
+              "rank", "scale", "||dW||_F", "sigma_1", "eff.rank", "top singular values");
+  double total_sq = 0;
+  long long parameters = 0;
+  for (std::size_t i = 0; i < a.modules.size(); ++i) {
+    const auto& m = a.modules[i];
+    const auto summary = lola::spectral_summary_from(sigma[i]);
+    total_sq += summary.frobenius * summary.frobenius;
+    parameters += static_cast<long long>(m.rank()) * (m.rows() + m.cols());
+    std::string name = m.name.size() > width ? "..." + m.name.substr(m.name.size() - width + 3) : m.name;
+    std::string top_values;
+    for (lola::index j = 0; j < std::min<lola::index>(top, sigma[i].size()); ++j)
+      top_values += (j ? " " : "") + fmt(sigma[i](j), "%.3e");
+    std::printf("%-*s  %-13s %5ld %9s %10s %10s %8s  %s\n", static_cast<int>(width), name.c_str(),
+                (std::to_string(m.rows()) + "x" + std::to_string(m.cols())).c_str(),
+                static_cast<long>(m.rank()), fmt(m.scale).c_str(), fmt(summary.frobenius, "%.4e").c_str(),
+                fmt(summary.spectral, "%.4e").c_str(), fmt(summary.effective_rank, "%.2f").c_str(),
+                top_values.c_str());
+  }
+  std::printf("total: %zu modules, %lld factor parameters, ||dW||_F over all modules %.4e\n",
+              a.modules.size(), parameters, std::sqrt(total_sq));
+  return 0;
+}
+
+// ---------------------------------------------------------------- canonicalize
+int canonicalize(const std::vector<std::string>& argv) {
+  const arguments args(argv, {"--output", "--form"}, {}, {{"-o", "--output"}});
+  const std::string& path = single_path(args, "canonicalize");
+  const std::string& out = args.value("--output");
+  const std::string form_name = args.has("--form") ? args.value("--form") : "balanced";
+  if (form_name != "balanced" && form_name != "left")
+    throw usage_error("--form must be balanced or left, got \"" + form_name + "\"");
+  const auto form = form_name == "left" ? lola::canonical_form::left : lola::canonical_form::balanced;
+  adapter a = load(path);
+  std::atomic<int> degenerate{0};
+  for_each_module(a.modules.size(), "canonicalize", [&](std::size_t i) {
+    auto& m = a.modules[i];
+    auto c = lola::canonicalize(m.delta(), form);
+    degenerate += c.degenerate;
+    m.set_factors(c.factors.B(), c.factors.A(), m.scale);
+  });
+  save(a, path, out);
+  std::printf("canonicalized %zu modules (%s form) into %s", a.modules.size(), form_name.c_str(), out.c_str());
+  if (degenerate > 0)
+    std::printf("; %d with repeated singular values (a rotation of those pairs is left free)",
+                degenerate.load());
+  std::printf("\n");
+  return 0;
+}
+
+// ---------------------------------------------------------------- resize
+int resize(const std::vector<std::string>& argv) {
+  const arguments args(argv, {"--output", "--rank", "--sv-fro", "--sv-ratio", "--sv-cumulative"}, {},
+                       {{"-o", "--output"}});
+  const std::string& path = single_path(args, "resize");
+  const std::string& out = args.value("--output");
+  std::vector<lola::rank_rule> rules;
+  try {
+    if (args.has("--rank")) rules.push_back(lola::rank_rule::fixed(args.integer("--rank", 1)));
+    if (args.has("--sv-fro")) rules.push_back(lola::rank_rule::sv_fro(args.number("--sv-fro")));
+    if (args.has("--sv-ratio")) rules.push_back(lola::rank_rule::sv_ratio(args.number("--sv-ratio")));
+    if (args.has("--sv-cumulative"))
+      rules.push_back(lola::rank_rule::sv_cumulative(args.number("--sv-cumulative")));
+  } catch (const lola::error& e) {
+    throw usage_error(std::string(e.what()).substr(6));
+  }
+  if (rules.size() != 1)
+    throw usage_error("give exactly one of --rank, --sv-fro, --sv-ratio, --sv-cumulative");
+  adapter a = load(path);
+  std::vector<lola::index> old_rank(a.modules.size());
+  std::vector<double> retained(a.modules.size());
+  for_each_module(a.modules.size(), "resize", [&](std::size_t i) {
+    auto& m = a.modules[i];
+    old_rank[i] = m.rank();
+    auto r = lola::resize(m.delta(), rules[0]);
+    retained[i] = r.retained_fro_fraction;
+    m.set_factors(r.factors.B(), r.factors.A(), m.scale);
+  });
+  save(a, path, out);
+  for (std::size_t i = 0; i < a.modules.size(); ++i)
+    std::printf("%s: rank %ld -> %ld, retained Frobenius fraction %.6f\n", a.modules[i].name.c_str(),
+                static_cast<long>(old_rank[i]), static_cast<long>(a.modules[i].rank()), retained[i]);
+  std::printf("resized %zu modules into %s\n", a.modules.size(), out.c_str());
+  return 0;
+}
+
+// ---------------------------------------------------------------- merge
+int merge(const std::vector<std::string>& argv) {
+  const arguments args(argv, {"--output", "--weights", "--rank"}, {}, {{"-o", "--output"}});
+  const auto& paths = args.positional();
+  if (paths.empty()) throw usage_error("merge needs at least one PATH");
+  const std::string& out = args.value("--output");
+  std::vector<double> weights(paths.size(), 1.0);
+  if (args.has("--weights")) {
+    weights = args.numbers("--weights");
+    if (weights.size() != paths.size())
+      throw usage_error(std::to_string(paths.size()) + " adapters but " + std::to_string(weights.size()) +
+                        " weights");
+  }
+  const long rank = args.has("--rank") ? args.integer("--rank", 1) : -1;
+
+  std::vector<adapter> inputs;
+  {
+    progress loading("load", paths.size());
+    for (const auto& p : paths) {
+      inputs.push_back(load(p));
+      loading.tick();
+    }
+  }
+  for (std::size_t i = 1; i < inputs.size(); ++i)
+    if (inputs[i].format != inputs[0].format)
+      throw lola::error(lola::error_code::unsupported,
+                        paths[i] + " is a " + io::to_string(inputs[i].format) + " adapter but " +
+                            paths[0] + " is " + io::to_string(inputs[0].format) +
+                            "; module names of different dialects do not match");
+
+  // Every module name, in the first adapter's order, then new names in later adapters' order.
+  std::vector<std::string> names;
+  std::map<std::string, std::vector<std::pair<const module*, double>>> parts;
+  for (std::size_t i = 0; i < inputs.size(); ++i)
+    for (const auto& m : inputs[i].modules) {
+      auto& list = parts[m.name];
+      if (list.empty()) names.push_back(m.name);
+      list.emplace_back(&m, weights[i]);
+    }
+
+  adapter result;
+  result.format = inputs[0].format;
+  result.metadata = inputs[0].metadata;
+  result.config = inputs[0].config;
+  result.passthrough = inputs[0].passthrough;
+  for (std::size_t i = 1; i < inputs.size(); ++i)
+    if (!inputs[i].passthrough.empty())
+      std::fprintf(stderr, "lola: warning: %zu passthrough tensors of %s are not carried into the merge "
+                           "(the first adapter's are)\n",
+                   inputs[i].passthrough.size(), paths[i].c_str());
+  result.modules.resize(names.size());
+  std::vector<double> retained(names.size(), 1.0);
+  for_each_module(names.size(), "merge", [&](std::size_t n) {
+    const auto& list = parts.at(names[n]);
+    const module& first = *list.front().first;
+    std::vector<decltype(first.delta())> deltas;
+    std::vector<double> w;
+    lola::index max_rank = 0;
+    for (const auto& [m, weight] : list) {
+      if (m->rows() != first.rows() || m->cols() != first.cols() || m->kind != first.kind)
+        throw lola::error(lola::error_code::shape_mismatch,
+                          "module \"" + first.name + "\" is " + std::to_string(first.rows()) + "x" +
+                              std::to_string(first.cols()) + " in one adapter and " +
+                              std::to_string(m->rows()) + "x" + std::to_string(m->cols()) + " in another");
+      if (!m->extras.empty())
+        throw lola::error(lola::error_code::unsupported,
+                          "module \"" + m->name + "\" carries " + m->extras.front().name +
+                              " (DoRA magnitude or LoRA bias), which a weighted sum of dW does not define");
+      deltas.push_back(m->delta());
+      w.push_back(weight);
+      max_rank = std::max(max_rank, m->rank());
+    }
+    const lola::index k = rank > 0 ? rank : max_rank;
+    auto sum = lola::combine(deltas, w, lola::combination::weighted_sum);
+    module merged = first;
+    merged.extras.clear();
+    if (sum.rank() <= k) {
+      merged.set_factors(sum.B(), sum.A(), 1.0);
+    } else {
+      auto r = lola::resize(sum, lola::rank_rule::fixed(k));
+      retained[n] = r.retained_fro_fraction;
+      merged.set_factors(r.factors.B(), r.factors.A(), 1.0);
+    }
+    result.modules[n] = std::move(merged);
+  });
+  save(result, paths[0], out);
+  for (std::size_t n = 0; n < names.size(); ++n)
+    std::printf("%s: %zu of %zu adapters, rank %ld, retained Frobenius fraction %.6f\n", names[n].c_str(),
+                parts.at(names[n]).size(), inputs.size(), static_cast<long>(result.modules[n].rank()),
+                retained[n]);
+  std::printf("merged %zu adapters (%zu modules) into %s\n", inputs.size(), names.size(), out.c_str());
+  return 0;
+}
+
+// ---------------------------------------------------------------- align
+int align(const std::vector<std::string>& argv) {
+  const arguments args(argv, {"--output", "--template"}, {}, {{"-o", "--output"}});
+  const std::string& path = single_path(args, "align");
+  const std::string& out = args.value("--output");
+  const adapter templ = load(args.value("--template"));
+  adapter a = load(path);
+  std::vector<double> uniqueness(a.modules.size());
+  for_each_module(a.modules.size(), "align", [&](std::size_t i) {
+    auto& m = a.modules[i];
+    const module* t = templ.find(m.name);
+    if (!t)
+      throw lola::error(lola::error_code::invalid_argument,
+                        "module \"" + m.name + "\" has no counterpart in the template " +
+                            args.value("--template"));
+    auto r = lola::o_align(m.delta(), t->delta());
+    uniqueness[i] = r.min_singular_value;
+    m.set_factors(r.aligned.B(), r.aligned.A(), m.scale);
+  });
+  save(a, path, out);
+  const double worst = uniqueness.empty() ? 1 : *std::min_element(uniqueness.begin(), uniqueness.end());
+  std::printf("aligned %zu modules to %s into %s; smallest sigma_r/sigma_1 of the Procrustes "
+              "matrices %.3e (Q is unique when > 0)\n",
+              a.modules.size(), args.value("--template").c_str(), out.c_str(), worst);
+  return 0;
+}
+
+const std::map<std::string, std::function<int(const std::vector<std::string>&)>> commands = {
+    {"inspect", inspect}, {"canonicalize", canonicalize}, {"resize", resize},
+    {"merge", merge},     {"align", align},
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::fputs(overview, args.empty() ? stderr : stdout);
+    return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "--version") {
+    std::printf("lola %s\n", lola::version_string);
+    return 0;
+  }
+  const auto command = commands.find(args[0]);
+  if (command == commands.end()) {
+    std::fprintf(stderr, "lola: unknown command \"%s\"; run 'lola --help'\n", args[0].c_str());
+    return 2;
+  }
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (std::find(rest.begin(), rest.end(), "--help") != rest.end() ||
+      std::find(rest.begin(), rest.end(), "-h") != rest.end()) {
+    std::fputs(help_texts.at(args[0]).c_str(), stdout);
+    return 0;
+  }
+  try {
+    return command->second(rest);
+  } catch (const usage_error& e) {
+    std::fprintf(stderr, "lola %s: %s; run 'lola %s --help'\n", args[0].c_str(), e.what(), args[0].c_str());
+    return 2;
+  } catch (const lola::error& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "lola: out of memory\n");
+    return 1;
+  }
+}

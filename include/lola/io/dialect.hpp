@@ -1,0 +1,144 @@
+#pragma once
+/// @file
+/// What the PEFT and kohya readers share: pairing tensors into modules by key name (never by
+/// order), and turning a module's factor tensors into B (d × r) and A (r × k) with the shape rules
+/// of linear, conv and embedding LoRAs.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "lola/core/error.hpp"
+#include "lola/io/adapter.hpp"
+#include "lola/io/safetensors.hpp"
+
+namespace lola::io::detail {
+
+/// What a key is to its module.
+enum class key_role { A, B, alpha, extra, foreign };
+
+/// A key suffix and what it marks. The module name is the key with the suffix removed.
+struct key_rule {
+  std::string_view suffix;
+  key_role role;
+  module_kind kind;
+};
+
+/// The keys of one module, as found in the header.
+struct module_keys {
+  std::string name;
+  module_kind kind = module_kind::linear;
+  const tensor_info* A = nullptr;
+  const tensor_info* B = nullptr;
+  const tensor_info* alpha = nullptr;
+  std::vector<const tensor_info*> extras;
+  std::vector<const tensor_info*> foreign;  ///< keys that make the module something other than B·A
+};
+
+/// Groups the header's tensors into modules by the rules (first matching suffix wins), in the
+/// order each module's first key appears. Keys no rule matches go to `unmatched`, in header order.
+inline std::vector<module_keys> group_modules(const safetensors_view& file,
+                                              const std::vector<key_rule>& rules,
+                                              std::vector<const tensor_info*>& unmatched) {
+  std::vector<module_keys> modules;
+  std::unordered_map<std::string, std::size_t> index_of;
+  for (const auto& t : file.tensors()) {
+    const key_rule* rule = nullptr;
+    for (const auto& r : rules)
+      if (t.name.size() > r.suffix.size() &&
+          std::string_view(t.name).substr(t.name.size() - r.suffix.size()) == r.suffix) {
+        rule = &r;
+        break;
+      }
+    if (!rule) {
+      unmatched.push_back(&t);
+      continue;
+    }
+    const std::string name = t.name.substr(0, t.name.size() - rule->suffix.size());
+    auto [it, inserted] = index_of.emplace(name, modules.size());
+    if (inserted) {
+      modules.emplace_back();
+      modules.back().name = name;
+    }
+    auto& m = modules[it->second];
+    auto claim = [&](const tensor_info*& slot, const char* what) {
+      if (slot)
+        throw error(error_code::invalid_file, file.source() + ": module \"" + name + "\" has two " +
+                                                  what + " tensors: \"" + slot->name + "\" and \"" +
+                                                  t.name + "\"");
+      slot = &t;
+    };
+    switch (rule->role) {
+      case key_role::A:
+        claim(m.A, "A (down)");
+        m.kind = rule->kind;
+        break;
+      case key_role::B: claim(m.B, "B (up)"); break;
+      case key_role::alpha: claim(m.alpha, "alpha"); break;
+      case key_role::extra: m.extras.push_back(&t); break;
+      case key_role::foreign: m.foreign.push_back(&t); break;
+    }
+  }
+  return modules;
+}
+
+/// B and A of a module from its tensors, checked: both present, floating dtypes, rank ≥ 1 and
+/// equal in both, and the layer's shape rule:
+///   linear, embedding: A is r × k, B is d × r;
+///   conv: A is r × in × kh (× kw …), B is out × r × 1 (× 1 …) with every trailing size 1.
+/// a_name and b_name are the dialect's words for the factors in messages.
+template <class S>
+adapter_module<S> read_module(const safetensors_view& file, const module_keys& keys,
+                              const char* a_name, const char* b_name) {
+  const std::string where = file.source() + ": module \"" + keys.name + "\"";
+  if (!keys.A || !keys.B)
+    throw error(error_code::invalid_file, where + " has " + (keys.A ? a_name : b_name) +
+                                              " but no " + (keys.A ? b_name : a_name));
+  const tensor_info& a = *keys.A;
+  const tensor_info& b = *keys.B;
+  for (const tensor_info* t : {&a, &b})
+    detail::require_math_dtype(t->dtype, where + ": tensor \"" + t->name + "\"");
+  auto shapes = [&] {
+    return std::string(a_name) + " is " + shape_to_string(a.shape) + " and " + b_name + " is " +
+           shape_to_string(b.shape);
+  };
+  const bool conv = a.shape.size() >= 3;
+  bool ok = a.shape.size() >= 2 && b.shape.size() == (conv ? a.shape.size() : 2);
+  for (std::size_t i = 2; ok && i < b.shape.size(); ++i) ok = b.shape[i] == 1;
+  if (!ok)
+    throw error(error_code::shape_mismatch,
+                where + ": " + shapes() +
+                    " (expected r×k and d×r, or a conv kernel r×in×kh×kw and out×r×1×1)");
+  if (a.shape[0] != b.shape[1])
+    throw error(error_code::shape_mismatch, where + ": the ranks differ: " + shapes());
+  if (a.shape[0] == 0)
+    throw error(error_code::invalid_file, where + " has rank 0: " + shapes());
+
+  adapter_module<S> m;
+  m.name = keys.name;
+  m.kind = conv ? module_kind::conv : keys.kind;
+  m.transposed = m.kind == module_kind::embedding;
+  m.A = file.matrix<S>(a);
+  m.B = file.matrix<S>(b, static_cast<index>(b.shape[0]), static_cast<index>(b.shape[1]));
+  m.A_shape = a.shape;
+  m.B_shape = b.shape;
+  m.A_dtype = a.dtype;
+  m.B_dtype = b.dtype;
+  for (const tensor_info* t : keys.extras) m.extras.push_back(tensor::copy_of(file, *t));
+  return m;
+}
+
+/// One warning line listing the passthrough keys ("N tensors are not LoRA factors and are kept
+/// as they are: a, b, … (and K more)").
+inline std::string passthrough_warning(const std::vector<tensor>& kept, std::string_view why) {
+  std::string w = std::to_string(kept.size()) + " tensor" + (kept.size() == 1 ? " is" : "s are") +
+                  " " + std::string(why) + " and kept as passthrough: ";
+  const std::size_t shown = std::min<std::size_t>(kept.size(), 8);
+  for (std::size_t i = 0; i < shown; ++i) w += (i ? ", " : "") + kept[i].name;
+  if (kept.size() > shown) w += ", ... (" + std::to_string(kept.size() - shown) + " more)";
+  return w;
+}
+
+}  // namespace lola::io::detail

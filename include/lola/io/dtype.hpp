@@ -1,0 +1,211 @@
+#pragma once
+/// @file
+/// The safetensors element types: names, bit sizes, and the little-endian conversions lola does
+/// for the four floating types it computes with (F64, F32, F16, BF16).
+///
+/// Conversions read and write bytes one element at a time through integer assembly, never through a
+/// typed pointer into the file, so a tensor at any byte offset is read correctly (files need not be
+/// aligned: MLX writes unpadded headers) and the result does not depend on the host's byte order.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include <Eigen/Core>
+
+#include "lola/core/error.hpp"
+
+namespace lola::io {
+
+/// The safetensors dtypes, in the reference implementation's declaration order. The reference
+/// writer orders tensors by this enum descending, then by name, so the order is part of the format.
+enum class dtype : std::uint8_t {
+  BOOL, F4, F6_E2M3, F6_E3M2, U8, I8, F8_E5M2, F8_E4M3, F8_E8M0, F8_E4M3FNUZ, F8_E5M2FNUZ,
+  I16, U16, F16, BF16, I32, U32, F32, C64, F64, I64, U64,
+};
+
+namespace detail {
+struct dtype_entry {
+  dtype type;
+  std::string_view name;
+  unsigned bits;
+};
+inline constexpr dtype_entry dtype_table[] = {
+    {dtype::BOOL, "BOOL", 8},         {dtype::F4, "F4", 4},
+    {dtype::F6_E2M3, "F6_E2M3", 6},   {dtype::F6_E3M2, "F6_E3M2", 6},
+    {dtype::U8, "U8", 8},             {dtype::I8, "I8", 8},
+    {dtype::F8_E5M2, "F8_E5M2", 8},   {dtype::F8_E4M3, "F8_E4M3", 8},
+    {dtype::F8_E8M0, "F8_E8M0", 8},   {dtype::F8_E4M3FNUZ, "F8_E4M3FNUZ", 8},
+    {dtype::F8_E5M2FNUZ, "F8_E5M2FNUZ", 8},
+    {dtype::I16, "I16", 16},          {dtype::U16, "U16", 16},
+    {dtype::F16, "F16", 16},          {dtype::BF16, "BF16", 16},
+    {dtype::I32, "I32", 32},          {dtype::U32, "U32", 32},
+    {dtype::F32, "F32", 32},          {dtype::C64, "C64", 64},
+    {dtype::F64, "F64", 64},          {dtype::I64, "I64", 64},
+    {dtype::U64, "U64", 64},
+};
+}  // namespace detail
+
+/// The name as written in a safetensors header: "F32", "BF16", ...
+inline std::string_view dtype_name(dtype t) noexcept {
+  return detail::dtype_table[static_cast<std::size_t>(t)].name;
+}
+
+/// Bits per element (4 for F4, 6 for the F6 types).
+inline unsigned dtype_bits(dtype t) noexcept {
+  return detail::dtype_table[static_cast<std::size_t>(t)].bits;
+}
+
+/// The dtype with this exact (case-sensitive) name, or nullopt.
+inline std::optional<dtype> parse_dtype(std::string_view name) noexcept {
+  for (const auto& entry : detail::dtype_table)
+    if (entry.name == name) return entry.type;
+  return std::nullopt;
+}
+
+/// Whether lola converts this dtype for math: F64, F32, F16 and BF16.
+inline bool is_math_dtype(dtype t) noexcept {
+  return t == dtype::F64 || t == dtype::F32 || t == dtype::F16 || t == dtype::BF16;
+}
+
+/// The dtype that stores S exactly: double → F64, float → F32, Eigen::half → F16,
+/// Eigen::bfloat16 → BF16.
+template <class S>
+constexpr dtype dtype_of() noexcept {
+  if constexpr (std::is_same_v<S, double>) return dtype::F64;
+  else if constexpr (std::is_same_v<S, float>) return dtype::F32;
+  else if constexpr (std::is_same_v<S, Eigen::half>) return dtype::F16;
+  else {
+    static_assert(std::is_same_v<S, Eigen::bfloat16>, "lola: no safetensors dtype for this type");
+    return dtype::BF16;
+  }
+}
+
+namespace detail {
+
+inline bool host_is_little_endian() noexcept {
+  const std::uint16_t one = 1;
+  unsigned char first;
+  std::memcpy(&first, &one, 1);
+  return first == 1;
+}
+
+/// The little-endian unsigned integer at p (any alignment): one memcpy on little-endian hosts
+/// (which compilers turn into a plain load and vectorise in loops), byte assembly elsewhere.
+template <class UInt>
+inline UInt load_le(const std::byte* p) noexcept {
+  UInt v = 0;
+  if (host_is_little_endian()) {
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  for (std::size_t i = 0; i < sizeof(UInt); ++i)
+    v |= static_cast<UInt>(std::to_integer<unsigned>(p[i])) << (8 * i);
+  return v;
+}
+
+template <class UInt>
+inline void store_le(std::byte* p, UInt v) noexcept {
+  if (host_is_little_endian()) {
+    std::memcpy(p, &v, sizeof v);
+    return;
+  }
+  for (std::size_t i = 0; i < sizeof(UInt); ++i) p[i] = static_cast<std::byte>((v >> (8 * i)) & 0xff);
+}
+
+inline void require_math_dtype(dtype t, std::string_view what) {
+  if (!is_math_dtype(t))
+    throw error(error_code::unsupported,
+                std::string(what) + " has dtype " + std::string(dtype_name(t)) +
+                    ", which lola does not convert for math (F64, F32, F16 and BF16 are supported)");
+}
+
+}  // namespace detail
+
+/// Converts n elements of dtype t starting at bytes (little-endian, any alignment) to S.
+/// `what` names the tensor in the error raised for a dtype that is not F64/F32/F16/BF16.
+/// F16 and BF16 widen exactly; F64 → float rounds to nearest.
+template <class S>
+void decode_elements(const std::byte* bytes, dtype t, std::size_t n, S* out,
+                     std::string_view what = "the tensor") {
+  detail::require_math_dtype(t, what);
+  if (t == dtype_of<S>() && detail::host_is_little_endian() && n > 0) {
+    std::memcpy(out, bytes, n * sizeof(S));
+    return;
+  }
+  switch (t) {
+    case dtype::F64:
+      for (std::size_t i = 0; i < n; ++i) {
+        const auto bits = detail::load_le<std::uint64_t>(bytes + 8 * i);
+        double v;
+        std::memcpy(&v, &bits, sizeof v);
+        out[i] = static_cast<S>(v);
+      }
+      break;
+    case dtype::F32:
+      for (std::size_t i = 0; i < n; ++i) {
+        const auto bits = detail::load_le<std::uint32_t>(bytes + 4 * i);
+        float v;
+        std::memcpy(&v, &bits, sizeof v);
+        out[i] = static_cast<S>(v);
+      }
+      break;
+    case dtype::F16:
+      for (std::size_t i = 0; i < n; ++i)
+        out[i] = static_cast<S>(static_cast<float>(
+            Eigen::numext::bit_cast<Eigen::half>(detail::load_le<std::uint16_t>(bytes + 2 * i))));
+      break;
+    default:  // BF16
+      for (std::size_t i = 0; i < n; ++i)
+        out[i] = static_cast<S>(static_cast<float>(Eigen::numext::bit_cast<Eigen::bfloat16>(
+            detail::load_le<std::uint16_t>(bytes + 2 * i))));
+      break;
+  }
+}
+
+/// Converts n values of S to dtype t (little-endian) at bytes, which holds n·bits/8 bytes.
+/// Narrowing rounds to nearest, ties to even (Eigen's half and bfloat16 conversions); values
+/// beyond the target's range become ±inf, as in PyTorch's casts.
+template <class S>
+void encode_elements(const S* values, std::size_t n, dtype t, std::byte* bytes,
+                     std::string_view what = "the tensor") {
+  detail::require_math_dtype(t, what);
+  if (t == dtype_of<S>() && detail::host_is_little_endian() && n > 0) {
+    std::memcpy(bytes, values, n * sizeof(S));
+    return;
+  }
+  switch (t) {
+    case dtype::F64:
+      for (std::size_t i = 0; i < n; ++i) {
+        const double v = static_cast<double>(values[i]);
+        std::uint64_t bits;
+        std::memcpy(&bits, &v, sizeof bits);
+        detail::store_le(bytes + 8 * i, bits);
+      }
+      break;
+    case dtype::F32:
+      for (std::size_t i = 0; i < n; ++i) {
+        const float v = static_cast<float>(values[i]);
+        std::uint32_t bits;
+        std::memcpy(&bits, &v, sizeof bits);
+        detail::store_le(bytes + 4 * i, bits);
+      }
+      break;
+    case dtype::F16:
+      for (std::size_t i = 0; i < n; ++i)
+        detail::store_le(bytes + 2 * i, Eigen::numext::bit_cast<std::uint16_t>(
+                                            Eigen::half(static_cast<float>(values[i]))));
+      break;
+    default:  // BF16
+      for (std::size_t i = 0; i < n; ++i)
+        detail::store_le(bytes + 2 * i, Eigen::numext::bit_cast<std::uint16_t>(
+                                            Eigen::bfloat16(static_cast<float>(values[i]))));
+      break;
+  }
+}
+
+}  // namespace lola::io

@@ -1,0 +1,136 @@
+#pragma once
+/// @file
+/// The kohya / A1111 dialect (sd-scripts networks/lora.py).
+///
+/// Keys: <module>.lora_down.weight (A, r × in, conv r × in × kh × kw), <module>.lora_up.weight
+/// (B, out × r, conv out × r × 1 × 1), <module>.alpha (a one-element tensor of any floating
+/// dtype, usually 0-dimensional), <module>.dora_scale (DoRA, kept with the module).
+/// Scaling: s = α / r; a missing or zero α means α = r (s = 1).
+/// LyCORIS modules that are not B·A — a Tucker core (lora_mid), LoHa (hada_*), LoKr (lokr_*), a
+/// full difference (diff) — are kept whole as passthrough tensors, with a warning.
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "lola/core/error.hpp"
+#include "lola/io/adapter.hpp"
+#include "lola/io/dialect.hpp"
+#include "lola/io/safetensors.hpp"
+
+namespace lola::io {
+
+namespace detail {
+
+inline const std::vector<key_rule>& kohya_rules() {
+  static const std::vector<key_rule> rules = {
+      {".lora_down.weight", key_role::A, module_kind::linear},
+      {".lora_up.weight", key_role::B, module_kind::linear},
+      {".alpha", key_role::alpha, module_kind::linear},
+      {".dora_scale", key_role::extra, module_kind::linear},
+      {".lora_mid.weight", key_role::foreign, module_kind::linear},
+      {".hada_w1_a", key_role::foreign, module_kind::linear},
+      {".hada_w1_b", key_role::foreign, module_kind::linear},
+      {".hada_w2_a", key_role::foreign, module_kind::linear},
+      {".hada_w2_b", key_role::foreign, module_kind::linear},
+      {".hada_t1", key_role::foreign, module_kind::linear},
+      {".hada_t2", key_role::foreign, module_kind::linear},
+      {".lokr_w1", key_role::foreign, module_kind::linear},
+      {".lokr_w1_a", key_role::foreign, module_kind::linear},
+      {".lokr_w1_b", key_role::foreign, module_kind::linear},
+      {".lokr_w2", key_role::foreign, module_kind::linear},
+      {".lokr_w2_a", key_role::foreign, module_kind::linear},
+      {".lokr_w2_b", key_role::foreign, module_kind::linear},
+      {".lokr_t2", key_role::foreign, module_kind::linear},
+      {".diff", key_role::foreign, module_kind::linear},
+      {".diff_b", key_role::foreign, module_kind::linear},
+  };
+  return rules;
+}
+
+/// α written back: s·r, snapped to the nearest integer when within 1e-15 relative of it (the
+/// rounding of the product s·r is at most one ulp, 1.1e-16 relative), so α/r reproduces s.
+inline double kohya_alpha(double scale, double rank) {
+  const double alpha = scale * rank;
+  const double nearest = std::round(alpha);
+  return std::abs(alpha - nearest) <= 1e-15 * std::abs(alpha) ? nearest : alpha;
+}
+
+}  // namespace detail
+
+/// Reads a kohya adapter from a validated safetensors image.
+/// Errors: a module missing lora_down or lora_up, ranks or shapes that disagree, an alpha that is
+/// not a finite one-element floating tensor — each naming the module.
+template <class S = float>
+adapter<S> read_kohya(const safetensors_view& file) {
+  adapter<S> out;
+  out.format = adapter_format::kohya;
+  out.metadata = file.metadata();
+  std::vector<const tensor_info*> unmatched;
+  std::vector<tensor> lycoris;
+  const auto groups = detail::group_modules(file, detail::kohya_rules(), unmatched);
+  for (const auto& keys : groups) {
+    if (!keys.foreign.empty() || (!keys.A && !keys.B)) {
+      for (const auto* t : {keys.A, keys.B, keys.alpha})
+        if (t) lycoris.push_back(tensor::copy_of(file, *t));
+      for (const auto* t : keys.extras) lycoris.push_back(tensor::copy_of(file, *t));
+      for (const auto* t : keys.foreign) lycoris.push_back(tensor::copy_of(file, *t));
+      continue;
+    }
+    auto m = detail::read_module<S>(file, keys, "lora_down", "lora_up");
+    const double r = static_cast<double>(m.rank());
+    double alpha = 0;
+    if (keys.alpha) {
+      alpha = file.scalar(*keys.alpha);
+      if (!std::isfinite(alpha))
+        throw error(error_code::invalid_file, file.source() + ": module \"" + m.name +
+                                                  "\": alpha is not finite");
+    }
+    m.scale = alpha == 0 ? 1.0 : alpha / r;
+    out.modules.push_back(std::move(m));
+  }
+  if (out.modules.empty())
+    throw error(lycoris.empty() ? error_code::invalid_file : error_code::unsupported,
+                file.source() + ": no kohya LoRA modules (keys ending in .lora_down.weight / "
+                                ".lora_up.weight)" +
+                    (lycoris.empty() ? "" : "; LyCORIS LoHa / LoKr / Tucker modules are not supported"));
+  if (!lycoris.empty())
+    out.warnings.push_back(file.source() + ": " +
+                           detail::passthrough_warning(lycoris, "LyCORIS (not plain B*A)"));
+  for (const auto* t : unmatched) out.passthrough.push_back(tensor::copy_of(file, *t));
+  if (!out.passthrough.empty())
+    out.warnings.push_back(file.source() + ": " +
+                           detail::passthrough_warning(out.passthrough, "not LoRA factors"));
+  out.passthrough.insert(out.passthrough.end(), lycoris.begin(), lycoris.end());
+  return out;
+}
+
+/// The tensors of a kohya file for the adapter: lora_down, lora_up, and alpha = s·r as a
+/// 0-dimensional tensor in the first of (B's dtype, F32, F64) that holds it exactly; module extras
+/// and passthrough tensors as they were.
+template <class S>
+std::vector<tensor> kohya_tensors(const adapter<S>& a) {
+  std::vector<tensor> out;
+  for (const auto& m : a.modules) {
+    out.push_back(tensor::from_matrix(m.name + ".lora_down.weight", m.A_dtype, m.A_file_shape(), m.A));
+    out.push_back(tensor::from_matrix(m.name + ".lora_up.weight", m.B_dtype, m.B_file_shape(), m.B));
+    const double alpha = detail::kohya_alpha(m.scale, static_cast<double>(m.rank()));
+    Eigen::Matrix<double, 1, 1> value;
+    value(0, 0) = alpha;
+    // The factors' dtype when it holds α exactly, else F32 when that does, else F64.
+    for (const dtype t : {m.B_dtype, dtype::F32, dtype::F64}) {
+      auto candidate = tensor::from_matrix(m.name + ".alpha", t, {}, value);
+      double back = 0;
+      decode_elements(candidate.data.data(), candidate.dtype, 1, &back);
+      if (back == alpha || t == dtype::F64) {
+        out.push_back(std::move(candidate));
+        break;
+      }
+    }
+    for (const auto& t : m.extras) out.push_back(t);
+  }
+  for (const auto& t : a.passthrough) out.push_back(t);
+  return out;
+}
+
+}  // namespace lola::io

@@ -1,0 +1,201 @@
+#pragma once
+/// @file
+/// Loading and saving adapters from paths: a PEFT directory (adapter_config.json +
+/// adapter_model.safetensors) or a single .safetensors file in either dialect, told apart by its
+/// keys. A PEFT file with an adapter_config.json beside it takes its scaling from that config.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <string_view>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+#include "lola/core/error.hpp"
+#include "lola/io/adapter.hpp"
+#include "lola/io/file.hpp"
+#include "lola/io/json.hpp"
+#include "lola/io/kohya.hpp"
+#include "lola/io/peft.hpp"
+#include "lola/io/safetensors.hpp"
+
+namespace lola::io {
+
+namespace detail {
+
+inline bool path_is_directory(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+inline bool path_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+inline std::string parent_directory(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+inline std::string join_path(const std::string& dir, std::string_view name) {
+  return dir.empty() || dir.back() == '/' ? dir + std::string(name) : dir + "/" + std::string(name);
+}
+
+inline bool ends_with(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+}  // namespace detail
+
+/// The dialect of a validated image, from its keys: PEFT (lora_A / lora_B / lora_embedding_*) or
+/// kohya (lora_down / lora_up). Errors: both kinds of key (unsupported), or neither (invalid_file).
+inline adapter_format detect_format(const safetensors_view& file) {
+  bool peft = false, kohya = false;
+  for (const auto& t : file.tensors()) {
+    const std::string_view n = t.name;
+    peft = peft || detail::ends_with(n, ".lora_A.weight") || detail::ends_with(n, ".lora_B.weight") ||
+           detail::ends_with(n, ".lora_embedding_A") || detail::ends_with(n, ".lora_embedding_B");
+    kohya = kohya || detail::ends_with(n, ".lora_down.weight") || detail::ends_with(n, ".lora_up.weight");
+  }
+  if (peft && kohya)
+    throw error(error_code::unsupported,
+                file.source() + ": mixes PEFT (lora_A/lora_B) and kohya (lora_down/lora_up) keys");
+  if (!peft && !kohya) {
+    bool lycoris = false;
+    for (const auto& t : file.tensors())
+      lycoris = lycoris || t.name.find(".hada_") != std::string::npos ||
+                t.name.find(".lokr_") != std::string::npos;
+    throw error(lycoris ? error_code::unsupported : error_code::invalid_file,
+                file.source() + (lycoris ? ": a LyCORIS LoHa / LoKr adapter, which lola does not read"
+                                         : ": no LoRA factors (keys ending in .lora_A.weight or "
+                                           ".lora_down.weight)"));
+  }
+  return peft ? adapter_format::peft : adapter_format::kohya;
+}
+
+/// Reads an adapter of either dialect from a validated image; `peft_config` is used for PEFT.
+template <class S = float>
+adapter<S> read_adapter(const safetensors_view& file, const json_value* peft_config = nullptr,
+                        const std::string& config_source = "adapter_config.json") {
+  return detect_format(file) == adapter_format::peft ? read_peft<S>(file, peft_config, config_source)
+                                                     : read_kohya<S>(file);
+}
+
+/// Options for load_adapter.
+struct load_options {
+  read_options file;  ///< safetensors limits
+};
+
+/// Loads the adapter at path: a PEFT directory, or a .safetensors file (PEFT or kohya; for PEFT an
+/// adapter_config.json in the same directory is used when present).
+template <class S = float>
+adapter<S> load_adapter(const std::string& path, const load_options& options = {}) {
+  std::string weights = path, config_path;
+  if (detail::path_is_directory(path)) {
+    weights = detail::join_path(path, "adapter_model.safetensors");
+    config_path = detail::join_path(path, "adapter_config.json");
+    if (!detail::path_exists(weights)) {
+      const bool pickle = detail::path_exists(detail::join_path(path, "adapter_model.bin"));
+      throw error(pickle ? error_code::unsupported : error_code::io,
+                  path + (pickle ? ": holds adapter_model.bin, a pickle; lola reads only "
+                                   "safetensors (convert it with PEFT's save_pretrained)"
+                                 : ": no adapter_model.safetensors in this directory"));
+    }
+  } else {
+    config_path = detail::join_path(detail::parent_directory(path), "adapter_config.json");
+  }
+  const auto file = safetensors_file::open(weights, options.file);
+  if (detect_format(file.view()) == adapter_format::kohya) return read_kohya<S>(file.view());
+  if (!detail::path_exists(config_path)) return read_peft<S>(file.view(), nullptr);
+  const json_value config = parse_json(read_text_file(config_path), config_path);
+  return read_peft<S>(file.view(), &config, config_path);
+}
+
+/// Where and how to save.
+enum class save_form {
+  directory,  ///< a PEFT directory (PEFT adapters only)
+  file,       ///< one .safetensors file (plus adapter_config.json beside it for PEFT scalings)
+};
+
+/// Whether a PEFT config gives every module of the adapter its rank and (to 1e-12 relative) its
+/// scale under PEFT's rules.
+template <class S>
+bool peft_config_reproduces(const json_value& config, const adapter<S>& a) {
+  const auto cfg = peft_config::from_json(config, "adapter_config.json");
+  for (const auto& m : a.modules) {
+    const std::string name = detail::peft_model_name(m.name);
+    const auto rank_match = peft_config::match(cfg.rank_pattern, name, "adapter_config.json");
+    const auto alpha_match = peft_config::match(cfg.alpha_pattern, name, "adapter_config.json");
+    const double r = rank_match ? rank_match->second : cfg.r;
+    const double alpha = alpha_match ? alpha_match->second : cfg.lora_alpha;
+    const double scale = alpha / (cfg.use_rslora ? std::sqrt(r) : r);
+    if (r != static_cast<double>(m.rank()) ||
+        std::abs(scale - m.scale) > 1e-12 * std::max(std::abs(scale), std::abs(m.scale)))
+      return false;
+  }
+  return true;
+}
+
+/// Saves the adapter in its own dialect; every file is written atomically (temporary name, then
+/// rename), so a failure leaves no half-written file under a requested name.
+/// PEFT as a file: the scaling needs an adapter_config.json beside the file. One that exists there
+/// is kept when it reproduces every module's rank and scale, and is never overwritten otherwise
+/// (error_code::io naming it: save as a directory instead).
+template <class S>
+void save_adapter(const adapter<S>& a, const std::string& path, save_form form) {
+  if (a.format == adapter_format::kohya) {
+    if (form == save_form::directory)
+      throw error(error_code::invalid_argument, path + ": a kohya adapter is saved as one file");
+    write_safetensors(path, kohya_tensors(a), a.metadata);
+    return;
+  }
+  metadata_map metadata = a.metadata;
+  if (std::none_of(metadata.begin(), metadata.end(), [](const auto& kv) { return kv.first == "format"; }))
+    metadata.emplace_back("format", "pt");
+  const auto tensors = peft_tensors(a);
+  const bool needs_config = form == save_form::directory || peft_needs_config(a);
+  const std::string config_text = needs_config ? peft_config_json(a).dump(2) + "\n" : "";
+  if (form == save_form::directory) {
+    // A new directory is filled under a temporary name and renamed into place; an existing one
+    // gets each file replaced atomically.
+    std::string out = path;
+    while (out.size() > 1 && out.back() == '/') out.pop_back();
+    const bool fresh = !detail::path_exists(out);
+    if (!fresh && !detail::path_is_directory(out))
+      throw error(error_code::io, out + " exists and is not a directory");
+    const std::string dir = fresh ? out + ".lola-tmp-" + std::to_string(::getpid()) : out;
+    if (fresh && ::mkdir(dir.c_str(), 0777) != 0) throw detail::io_error(dir, "cannot create the directory");
+    const std::string weights = detail::join_path(dir, "adapter_model.safetensors");
+    const std::string config = detail::join_path(dir, "adapter_config.json");
+    try {
+      write_safetensors(weights, tensors, metadata);
+      write_file_atomic(config, config_text);
+      if (fresh && std::rename(dir.c_str(), out.c_str()) != 0)
+        throw detail::io_error(out, "cannot rename the temporary directory into place");
+    } catch (...) {
+      if (fresh) {
+        std::remove(weights.c_str());
+        std::remove(config.c_str());
+        ::rmdir(dir.c_str());
+      }
+      throw;
+    }
+    return;
+  }
+  // A config beside the file is what PEFT (and lola) will read with it: keep one that reproduces
+  // every module, refuse to contradict one, and write one (after the weights) where it is needed.
+  const std::string config_path = detail::join_path(detail::parent_directory(path), "adapter_config.json");
+  const bool config_exists = detail::path_exists(config_path);
+  if (config_exists && !peft_config_reproduces(parse_json(read_text_file(config_path), config_path), a))
+    throw error(error_code::io, config_path + " exists and gives other ranks or scalings; " + path +
+                                    " needs its own adapter_config.json: save it as a directory or "
+                                    "in another directory");
+  write_safetensors(path, tensors, metadata);
+  if (needs_config && !config_exists) write_file_atomic(config_path, config_text);
+}
+
+}  // namespace lola::io

@@ -1,0 +1,328 @@
+#pragma once
+/// @file
+/// The PEFT dialect: adapter_model.safetensors keys and adapter_config.json scaling.
+///
+/// Keys (the adapter name already stripped by PEFT's save):
+///   <module>.lora_A.weight        A, r × in (conv: r × in × kh × kw)
+///   <module>.lora_B.weight        B, out × r (conv: out × r × 1 × 1)
+///   <module>.lora_embedding_A     A, r × num_embeddings;  <module>.lora_embedding_B  B, dim × r
+///   <module>.lora_B.bias          lora_bias, kept with the module
+///   <module>.lora_magnitude_vector  DoRA magnitude, kept with the module
+/// Scaling (PEFT tuners/lora): s = α / r, or α / √r with use_rslora, where r and α come from
+/// rank_pattern / alpha_pattern when a pattern key K matches the module name M, i.e. when
+/// re.match(rf"(.*\.)?({K})$", M) — the first matching key in the config's order wins — and from
+/// r / lora_alpha otherwise. M is the module's name in the base model: the key prefix without
+/// "base_model.model.".
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <optional>
+#include <regex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lola/core/error.hpp"
+#include "lola/io/adapter.hpp"
+#include "lola/io/dialect.hpp"
+#include "lola/io/json.hpp"
+#include "lola/io/safetensors.hpp"
+
+namespace lola::io {
+
+/// The scaling-related fields of adapter_config.json.
+struct peft_config {
+  double r = 8;
+  double lora_alpha = 8;
+  bool use_rslora = false;
+  bool fan_in_fan_out = false;
+  std::vector<std::pair<std::string, double>> rank_pattern;   ///< in the config's order
+  std::vector<std::pair<std::string, double>> alpha_pattern;  ///< in the config's order
+
+  /// Reads the fields PEFT's LoraConfig gives defaults for; other fields are left to the caller.
+  /// Errors (invalid_file / unsupported) name `source` and the field.
+  static peft_config from_json(const json_value& config, const std::string& source) {
+    if (!config.is_object())
+      throw error(error_code::invalid_file, source + ": adapter_config.json is not a JSON object");
+    peft_config c;
+    auto number = [&](const char* field, double& out, bool positive) {
+      const auto* v = config.find(field);
+      if (!v || v->is_null()) return;
+      if (!v->is_number() || !std::isfinite(v->as_double()) || (positive && v->as_double() <= 0))
+        throw error(error_code::invalid_file, source + ": \"" + field + "\" must be a " +
+                                                  (positive ? "positive " : "finite ") + "number");
+      out = v->as_double();
+    };
+    auto flag = [&](const char* field, bool& out) {
+      const auto* v = config.find(field);
+      if (!v || v->is_null()) return;
+      if (!v->is_bool())
+        throw error(error_code::invalid_file, source + ": \"" + field + "\" must be true or false");
+      out = v->as_bool();
+    };
+    auto patterns = [&](const char* field, auto& out, bool positive) {
+      const auto* v = config.find(field);
+      if (!v || v->is_null()) return;
+      if (!v->is_object())
+        throw error(error_code::invalid_file, source + ": \"" + field + "\" must be an object");
+      for (const auto& [key, value] : v->members()) {
+        if (!value.is_number() || !std::isfinite(value.as_double()) ||
+            (positive && value.as_double() <= 0))
+          throw error(error_code::invalid_file, source + ": " + field + "[\"" + key +
+                                                    "\"] must be a " + (positive ? "positive " : "finite ") +
+                                                    "number");
+        out.emplace_back(key, value.as_double());
+      }
+    };
+    if (const auto* type = config.find("peft_type"); type && !type->is_null()) {
+      if (!type->is_string() || type->as_string() != "LORA")
+        throw error(error_code::unsupported,
+                    source + ": peft_type is " + (type->is_string() ? type->as_string() : type->dump()) +
+                        "; lola reads LORA adapters");
+    }
+    number("r", c.r, true);
+    number("lora_alpha", c.lora_alpha, false);
+    flag("use_rslora", c.use_rslora);
+    flag("fan_in_fan_out", c.fan_in_fan_out);
+    patterns("rank_pattern", c.rank_pattern, true);
+    patterns("alpha_pattern", c.alpha_pattern, false);
+    return c;
+  }
+
+  /// The value of the first pattern whose key matches the module name (PEFT's get_pattern_key),
+  /// with that key; nullopt when none matches. Errors name a pattern that is not a valid regex.
+  static std::optional<std::pair<std::string, double>> match(
+      const std::vector<std::pair<std::string, double>>& patterns, const std::string& module,
+      const std::string& source) {
+    // std::regex recurses per input character; module names longer than this are refused
+    // rather than risking the stack on a hostile file.
+    constexpr std::size_t longest_name = 4096;
+    if (!patterns.empty() && module.size() > longest_name)
+      throw error(error_code::unsupported, source + ": module name of " +
+                                               std::to_string(module.size()) +
+                                               " bytes is too long to match against patterns");
+    for (const auto& [key, value] : patterns) {
+      try {
+        if (std::regex_match(module, std::regex("(.*\\.)?(" + key + ")", std::regex::ECMAScript)))
+          return std::pair(key, value);
+      } catch (const std::regex_error&) {
+        throw error(error_code::invalid_file,
+                    source + ": pattern \"" + key + "\" is not a valid regular expression");
+      }
+    }
+    return std::nullopt;
+  }
+};
+
+namespace detail {
+
+inline const std::vector<key_rule>& peft_rules() {
+  static const std::vector<key_rule> rules = {
+      {".lora_A.weight", key_role::A, module_kind::linear},
+      {".lora_B.weight", key_role::B, module_kind::linear},
+      {".lora_embedding_A", key_role::A, module_kind::embedding},
+      {".lora_embedding_B", key_role::B, module_kind::embedding},
+      {".lora_B.bias", key_role::extra, module_kind::linear},
+      {".lora_magnitude_vector", key_role::extra, module_kind::linear},
+      {".lora_magnitude_vector.weight", key_role::extra, module_kind::linear},
+  };
+  return rules;
+}
+
+/// The module's name in the base model, as PEFT matches patterns against it.
+inline std::string peft_model_name(const std::string& key_prefix) {
+  constexpr std::string_view wrapper = "base_model.model.";
+  return key_prefix.rfind(wrapper, 0) == 0 ? key_prefix.substr(wrapper.size()) : key_prefix;
+}
+
+/// Python's re.escape: every character except ASCII letters, digits and '_' gets a backslash.
+inline std::string regex_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                       c == '_' || static_cast<unsigned char>(c) >= 0x80;
+    if (!plain) out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+/// α as written to a config: an integer when s·r is within 1e-15 relative of one (the product's
+/// rounding is at most one ulp, 1.1e-16 relative), so PEFT's α/r reproduces s.
+inline json_value alpha_value(double alpha) {
+  const double nearest = std::round(alpha);
+  if (std::abs(alpha - nearest) <= 1e-15 * std::abs(alpha) && std::abs(nearest) < 9e15)
+    return json_value(static_cast<long long>(nearest));
+  return json_value(alpha);
+}
+
+/// Whether PEFT's pattern key for the module named `key_name` (unescaped) matches `module`:
+/// (.*\.)?(K)$ with K the escaped name holds exactly when module is key_name or ends in
+/// "." + key_name.
+inline bool name_key_matches(std::string_view key_name, std::string_view module) {
+  if (module.size() < key_name.size() || module.substr(module.size() - key_name.size()) != key_name)
+    return false;
+  return module.size() == key_name.size() || module[module.size() - key_name.size() - 1] == '.';
+}
+
+/// Pattern entries (module indices, longest name first) that give every module its value under
+/// PEFT's first-match rule, where values[i] differs from the default: each such module gets a
+/// key of its own full name; a module at the default value that a shorter key would capture gets
+/// one too. A module's own name is the longest key that can match it, so longest-first order lets
+/// it win over every other matching key.
+inline std::vector<std::size_t> pattern_modules(const std::vector<std::string>& names,
+                                                const std::vector<double>& values, double fallback) {
+  std::vector<char> listed(names.size(), 0);
+  for (std::size_t i = 0; i < names.size(); ++i) listed[i] = values[i] != fallback;
+  auto ordered = [&] {
+    std::vector<std::size_t> keys;
+    for (std::size_t i = 0; i < names.size(); ++i)
+      if (listed[i]) keys.push_back(i);
+    std::stable_sort(keys.begin(), keys.end(),
+                     [&](std::size_t a, std::size_t b) { return names[a].size() > names[b].size(); });
+    return keys;
+  };
+  for (bool changed = true; changed;) {
+    changed = false;
+    const auto keys = ordered();
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      if (listed[i]) continue;
+      for (std::size_t k : keys)
+        if (name_key_matches(names[k], names[i])) {
+          if (values[k] != values[i]) listed[i] = 1, changed = true;
+          break;
+        }
+    }
+  }
+  return ordered();
+}
+
+}  // namespace detail
+
+/// Reads a PEFT adapter from a validated safetensors image. `config` is adapter_config.json (null
+/// or nullptr when there is none: then s = 1, i.e. lora_alpha = r, and a warning says so).
+/// Errors: a module missing a factor, ranks or shapes that disagree, a tensor rank that differs
+/// from the config's r for that module, a non-floating factor dtype — each naming the module.
+template <class S = float>
+adapter<S> read_peft(const safetensors_view& file, const json_value* config = nullptr,
+                     const std::string& config_source = "adapter_config.json") {
+  adapter<S> out;
+  out.format = adapter_format::peft;
+  out.metadata = file.metadata();
+  const bool has_config = config && !config->is_null();
+  peft_config cfg;
+  if (has_config) {
+    cfg = peft_config::from_json(*config, config_source);
+    out.config = *config;
+  }
+
+  std::vector<const tensor_info*> unmatched;
+  const auto groups = detail::group_modules(file, detail::peft_rules(), unmatched);
+  for (const auto& keys : groups) {
+    if (!keys.A && !keys.B) {  // only a bias or magnitude: not a module of its own
+      for (const auto* t : keys.extras) unmatched.push_back(t);
+      continue;
+    }
+    auto m = detail::read_module<S>(file, keys, "lora_A", "lora_B");
+    if (cfg.fan_in_fan_out && m.kind == module_kind::linear) m.transposed = true;
+    if (has_config) {
+      const std::string model_name = detail::peft_model_name(m.name);
+      const auto rank_match = peft_config::match(cfg.rank_pattern, model_name, config_source);
+      const auto alpha_match = peft_config::match(cfg.alpha_pattern, model_name, config_source);
+      const double r = rank_match ? rank_match->second : cfg.r;
+      const double alpha = alpha_match ? alpha_match->second : cfg.lora_alpha;
+      if (r != static_cast<double>(m.rank()))
+        throw error(error_code::invalid_file,
+                    file.source() + ": module \"" + m.name + "\" has rank " +
+                        std::to_string(m.rank()) + " but " + config_source + " gives r = " +
+                        json_value(r).dump() +
+                        (rank_match ? " (rank_pattern \"" + rank_match->first + "\")" : ""));
+      m.scale = alpha / (cfg.use_rslora ? std::sqrt(r) : r);
+    }
+    out.modules.push_back(std::move(m));
+  }
+  if (out.modules.empty())
+    throw error(error_code::invalid_file,
+                file.source() + ": no PEFT LoRA modules (keys ending in .lora_A.weight / .lora_B.weight)");
+  if (!has_config)
+    out.warnings.push_back(file.source() +
+                           ": no adapter_config.json; scaling taken as 1 (lora_alpha = r)");
+  for (const auto* t : unmatched) out.passthrough.push_back(tensor::copy_of(file, *t));
+  if (!out.passthrough.empty())
+    out.warnings.push_back(file.source() + ": " +
+                           detail::passthrough_warning(out.passthrough, "not LoRA factors"));
+  return out;
+}
+
+/// Whether an adapter_config.json is needed to reproduce every module's scale (false when every
+/// s is 1 and there was no config to begin with).
+template <class S>
+bool peft_needs_config(const adapter<S>& a) {
+  if (!a.config.is_null()) return true;
+  return std::any_of(a.modules.begin(), a.modules.end(), [](const auto& m) { return m.scale != 1; });
+}
+
+/// adapter_config.json for the adapter's modules: the original config with r and lora_alpha set to
+/// the most common rank and α (ties: the smaller), and rank_pattern / alpha_pattern keyed by
+/// escaped full module names (detail::pattern_modules says which). α = s·r, or s·√r with use_rslora, so that PEFT's rule
+/// reproduces each module's s.
+template <class S>
+json_value peft_config_json(const adapter<S>& a) {
+  json_value config = a.config.is_object() ? a.config : json_value::object();
+  if (!config.find("peft_type")) config.set("peft_type", "LORA");
+  const bool rslora = [&] {
+    const auto* v = config.find("use_rslora");
+    return v && v->is_bool() && v->as_bool();
+  }();
+  std::vector<std::pair<double, double>> rank_alpha;  // per module
+  for (const auto& m : a.modules) {
+    const double r = static_cast<double>(m.rank());
+    const json_value alpha = detail::alpha_value(m.scale * (rslora ? std::sqrt(r) : r));
+    rank_alpha.emplace_back(r, alpha.as_double());
+  }
+  auto most_common = [](std::vector<double> values) {
+    std::map<double, int> count;
+    for (double v : values) ++count[v];
+    double best = values.empty() ? 0 : values.front();
+    int best_count = 0;
+    for (const auto& [v, c] : count)
+      if (c > best_count) best = v, best_count = c;
+    return best;
+  };
+  std::vector<double> ranks, alphas;
+  for (const auto& [r, al] : rank_alpha) ranks.push_back(r), alphas.push_back(al);
+  const double r0 = a.modules.empty() ? 8 : most_common(ranks);
+  const double alpha0 = a.modules.empty() ? 8 : most_common(alphas);
+  std::vector<std::string> names;
+  for (const auto& m : a.modules) names.push_back(detail::peft_model_name(m.name));
+  json_value rank_pattern = json_value::object(), alpha_pattern = json_value::object();
+  for (std::size_t i : detail::pattern_modules(names, ranks, r0))
+    rank_pattern.set(detail::regex_escape(names[i]), json_value(static_cast<long long>(ranks[i])));
+  for (std::size_t i : detail::pattern_modules(names, alphas, alpha0))
+    alpha_pattern.set(detail::regex_escape(names[i]), detail::alpha_value(alphas[i]));
+  config.set("r", json_value(static_cast<long long>(r0)));
+  config.set("lora_alpha", detail::alpha_value(alpha0));
+  config.set("rank_pattern", std::move(rank_pattern));
+  config.set("alpha_pattern", std::move(alpha_pattern));
+  return config;
+}
+
+/// The tensors of a PEFT adapter_model.safetensors for the adapter (factors in their file dtypes
+/// and shapes, module extras, passthrough tensors).
+template <class S>
+std::vector<tensor> peft_tensors(const adapter<S>& a) {
+  std::vector<tensor> out;
+  for (const auto& m : a.modules) {
+    const bool embedding = m.kind == module_kind::embedding;
+    out.push_back(tensor::from_matrix(m.name + (embedding ? ".lora_embedding_A" : ".lora_A.weight"),
+                                      m.A_dtype, m.A_file_shape(), m.A));
+    out.push_back(tensor::from_matrix(m.name + (embedding ? ".lora_embedding_B" : ".lora_B.weight"),
+                                      m.B_dtype, m.B_file_shape(), m.B));
+    for (const auto& t : m.extras) out.push_back(t);
+  }
+  for (const auto& t : a.passthrough) out.push_back(t);
+  return out;
+}
+
+}  // namespace lola::io

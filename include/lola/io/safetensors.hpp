@@ -1,0 +1,503 @@
+#pragma once
+/// @file
+/// safetensors: a validating reader over the bytes of a file, and the writer of the reference
+/// layout.
+///
+/// Layout: [0, 8) the header length N, u64 little-endian; [8, 8 + N) a UTF-8 JSON object; then the
+/// data buffer, which every tensor's data_offsets [begin, end) are relative to.
+///
+/// The reader applies every check of the reference implementation (safetensors/src/tensor.rs,
+/// read_metadata), in its order, in release builds, and three of its own:
+///   - length < 8; N > max_header_bytes (default 100,000,000); 8 + N past the end of the file;
+///   - the header is invalid UTF-8 or invalid JSON (nesting deeper than 128 included), or not an
+///     object; __metadata__ is not a string → string map; a tensor entry lacks dtype, shape or
+///     data_offsets, or names an unknown dtype; shape or offsets are not unsigned 64-bit integers;
+///   - sorted by (begin, end), the tensors must tile the buffer from 0 with no gap or overlap;
+///     Π shape · bits must not overflow 64 bits, must be a whole number of bytes, and must equal
+///     end − begin; the last end must be the end of the file (no trailing bytes);
+///   - lola's own: a duplicate key (tensor name or __metadata__ key) is rejected by name, where the
+///     reference keeps the last one and fails later with a misleading offset error; an unknown field
+///     in a tensor entry is rejected (the format's JSON schema forbids them; the reference ignores
+///     them); a file that fails the first checks is diagnosed when it is recognisably something else
+///     (a Git LFS pointer, a zip or pickle checkpoint, an HTML page, GGUF, JSON).
+/// Leading and trailing JSON whitespace in the header is accepted, as by the reference.
+/// Every error is a lola::error(invalid_file) naming the file, the tensor and the rule.
+
+#include <algorithm>
+#include <cctype>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "lola/core/config.hpp"
+#include "lola/core/error.hpp"
+#include "lola/io/dtype.hpp"
+#include "lola/io/file.hpp"
+#include "lola/io/json.hpp"
+
+namespace lola::io {
+
+/// String → string pairs in file order: the __metadata__ of a safetensors file.
+using metadata_map = std::vector<std::pair<std::string, std::string>>;
+
+/// One tensor's header entry. Offsets are relative to the data buffer.
+struct tensor_info {
+  std::string name;
+  io::dtype dtype = io::dtype::F32;
+  std::vector<std::uint64_t> shape;
+  std::uint64_t begin = 0;
+  std::uint64_t end = 0;
+
+  /// Π shape (1 for a 0-dimensional tensor). Validated not to overflow when read from a file.
+  std::uint64_t element_count() const noexcept {
+    std::uint64_t n = 1;
+    for (auto s : shape) n *= s;
+    return n;
+  }
+  std::uint64_t byte_count() const noexcept { return end - begin; }
+};
+
+/// "[2, 3, 4]"
+inline std::string shape_to_string(const std::vector<std::uint64_t>& shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+/// Reader limits.
+struct read_options {
+  /// The largest header accepted, in bytes. The reference's cap; raise it for files with very many
+  /// tensors (safetensors#668: 1.29 M tensors in a 7 GB file).
+  std::uint64_t max_header_bytes = 100'000'000;
+};
+
+namespace detail {
+
+/// What a file that is not safetensors probably is, as a clause to append to an error, or "".
+inline std::string diagnose_non_safetensors(const std::byte* data, std::size_t size) {
+  const std::string_view head(reinterpret_cast<const char*>(data), std::min<std::size_t>(size, 512));
+  auto starts_with = [&](std::string_view prefix) { return head.substr(0, prefix.size()) == prefix; };
+  std::size_t first = 0;
+  while (first < head.size() && (head[first] == ' ' || head[first] == '\t' || head[first] == '\n' ||
+                                 head[first] == '\r'))
+    ++first;
+  std::string lowered(head.substr(first, 16));
+  for (auto& c : lowered) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (starts_with("version https://git-lfs"))
+    return "; this is a Git LFS pointer file, not the data: fetch the real file (git lfs pull)";
+  if (starts_with("PK\x03\x04") || starts_with("PK\x05\x06"))
+    return "; this is a zip archive (a PyTorch .bin/.pt checkpoint?), not safetensors";
+  if (head.size() >= 2 && static_cast<unsigned char>(head[0]) == 0x80 &&
+      static_cast<unsigned char>(head[1]) >= 2 && static_cast<unsigned char>(head[1]) <= 5)
+    return "; this is a Python pickle (a PyTorch checkpoint?), not safetensors";
+  if (starts_with("GGUF")) return "; this is a GGUF file, not safetensors";
+  if (lowered.rfind("<!doctype", 0) == 0 || lowered.rfind("<html", 0) == 0 ||
+      lowered.rfind("<?xml", 0) == 0)
+    return "; this is an HTML/XML page (a failed or redirected download?), not safetensors";
+  if (first < head.size() && (head[first] == '{' || head[first] == '['))
+    return "; this looks like a JSON document, not safetensors";
+  return "";
+}
+
+inline bool checked_mul(std::uint64_t a, std::uint64_t b, std::uint64_t& out) noexcept {
+  if (a != 0 && b > UINT64_MAX / a) return false;
+  out = a * b;
+  return true;
+}
+
+}  // namespace detail
+
+/// A validated view of a complete safetensors image held elsewhere (a mapped file, a buffer).
+/// Cheap to copy; the bytes must outlive it.
+class safetensors_view {
+ public:
+  safetensors_view() = default;
+
+  /// Validates the image; `source` names it in every message (usually the path).
+  static safetensors_view parse(const std::byte* data, std::size_t size, std::string source,
+                                const read_options& options = {}) {
+    safetensors_view view;
+    view.source_ = std::move(source);
+    view.data_ = data;
+    view.size_ = size;
+    view.read_header(options);
+    return view;
+  }
+
+  const std::string& source() const noexcept { return source_; }
+  /// The tensors in header order.
+  const std::vector<tensor_info>& tensors() const noexcept { return tensors_; }
+  const metadata_map& metadata() const noexcept { return metadata_; }
+  /// Bytes before the data buffer: 8 + N.
+  std::uint64_t data_offset() const noexcept { return data_offset_; }
+
+  /// The tensor called name, or nullptr.
+  const tensor_info* find(std::string_view name) const noexcept {
+    auto it = std::lower_bound(by_name_.begin(), by_name_.end(), name,
+                               [&](std::size_t i, std::string_view n) { return tensors_[i].name < n; });
+    return it != by_name_.end() && tensors_[*it].name == name ? &tensors_[*it] : nullptr;
+  }
+
+  /// The tensor called name; error_code::invalid_argument naming the file when absent.
+  const tensor_info& at(std::string_view name) const {
+    if (const auto* t = find(name)) return *t;
+    throw error(error_code::invalid_argument,
+                source_ + ": no tensor \"" + std::string(name) + "\"");
+  }
+
+  /// The tensor's bytes (little-endian, row-major), at whatever alignment the file gives them.
+  const std::byte* bytes(const tensor_info& t) const noexcept { return data_ + data_offset_ + t.begin; }
+
+  /// The tensor's elements converted to S, as a rows × cols row-major matrix (rows · cols must equal
+  /// the element count: a conv kernel r×in×kh×kw is read as r × (in·kh·kw)).
+  template <class S>
+  Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> matrix(const tensor_info& t,
+                                                                           index rows,
+                                                                           index cols) const {
+    if (rows < 0 || cols < 0 ||
+        static_cast<std::uint64_t>(rows) * static_cast<std::uint64_t>(cols) != t.element_count())
+      throw error(error_code::shape_mismatch,
+                  source_ + ": tensor \"" + t.name + "\" of shape " + shape_to_string(t.shape) +
+                      " cannot be read as " + std::to_string(rows) + "x" + std::to_string(cols));
+    Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> m(rows, cols);
+    decode_elements(bytes(t), t.dtype, static_cast<std::size_t>(t.element_count()), m.data(),
+                    source_ + ": tensor \"" + t.name + "\"");
+    return m;
+  }
+
+  /// The tensor as a matrix: shape[0] × Π shape[1:] (a 0-d tensor is 1×1, a vector n×1).
+  template <class S>
+  Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> matrix(const tensor_info& t) const {
+    const auto [rows, cols] = matrix_shape(t);
+    return matrix<S>(t, rows, cols);
+  }
+
+  /// A zero-copy row-major view when the tensor's dtype is S's and its address is aligned for S;
+  /// nullopt otherwise (then use matrix<S>, which copies). Host byte order must be little-endian.
+  template <class S>
+  std::optional<Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>>
+  map(const tensor_info& t) const {
+    const auto* p = bytes(t);
+    if (t.dtype != dtype_of<S>() || !detail::host_is_little_endian() ||
+        reinterpret_cast<std::uintptr_t>(p) % alignof(S) != 0)
+      return std::nullopt;
+    const auto [rows, cols] = matrix_shape(t);
+    return Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+        reinterpret_cast<const S*>(p), rows, cols);
+  }
+
+  /// The single value of a one-element tensor (a kohya alpha), converted to double.
+  double scalar(const tensor_info& t) const {
+    if (t.element_count() != 1)
+      throw error(error_code::shape_mismatch, source_ + ": tensor \"" + t.name + "\" of shape " +
+                                                  shape_to_string(t.shape) + " is not a scalar");
+    double v = 0;
+    decode_elements(bytes(t), t.dtype, 1, &v, source_ + ": tensor \"" + t.name + "\"");
+    return v;
+  }
+
+ private:
+  std::pair<index, index> matrix_shape(const tensor_info& t) const {
+    if (t.shape.empty()) return {1, 1};
+    std::uint64_t cols = 1;
+    for (std::size_t i = 1; i < t.shape.size(); ++i) cols *= t.shape[i];
+    if (t.shape[0] > static_cast<std::uint64_t>(PTRDIFF_MAX) || cols > static_cast<std::uint64_t>(PTRDIFF_MAX))
+      throw error(error_code::unsupported, source_ + ": tensor \"" + t.name + "\" of shape " +
+                                               shape_to_string(t.shape) + " is too large to index");
+    return {static_cast<index>(t.shape[0]), static_cast<index>(cols)};
+  }
+
+  [[noreturn]] void fail(const std::string& rule, bool diagnose = false) const {
+    throw error(error_code::invalid_file,
+                source_ + ": " + rule + (diagnose ? detail::diagnose_non_safetensors(data_, size_) : ""));
+  }
+
+  static std::optional<std::uint64_t> unsigned_of(const json_value& v) {
+    return v.is_number() ? v.as_uint64() : std::nullopt;
+  }
+
+  void read_header(const read_options& options) {
+    if (size_ < 8)
+      fail("not a safetensors file: " + std::to_string(size_) +
+               " bytes, fewer than the 8-byte header length",
+           true);
+    const std::uint64_t n = detail::load_le<std::uint64_t>(data_);
+    if (n > options.max_header_bytes)
+      fail("header length " + std::to_string(n) + " exceeds the limit of " +
+               std::to_string(options.max_header_bytes) + " bytes",
+           true);
+    if (n > size_ - 8)
+      fail("header length " + std::to_string(n) + " runs past the end of the file (" +
+               std::to_string(size_) + " bytes)",
+           true);
+    data_offset_ = 8 + n;
+    const std::string_view text(reinterpret_cast<const char*>(data_ + 8), static_cast<std::size_t>(n));
+    json_value header;
+    try {
+      header = parse_json(text, source_ + ": header");
+    } catch (const error& e) {
+      throw error(error_code::invalid_file,
+                  std::string(e.what()).substr(6) + detail::diagnose_non_safetensors(data_, size_));
+    }
+    if (!header.is_object()) fail("the header is not a JSON object", true);
+
+    tensors_.reserve(header.size());
+    for (const auto& [key, value] : header.members()) {
+      if (key == "__metadata__") {
+        read_metadata(value);
+        continue;
+      }
+      tensors_.push_back(read_entry(key, value));
+    }
+    by_name_.resize(tensors_.size());
+    std::iota(by_name_.begin(), by_name_.end(), std::size_t{0});
+    std::sort(by_name_.begin(), by_name_.end(),
+              [&](std::size_t a, std::size_t b) { return tensors_[a].name < tensors_[b].name; });
+    validate_layout();
+  }
+
+  void read_metadata(const json_value& value) {
+    if (!value.is_object()) fail("__metadata__ is not a JSON object of strings");
+    for (const auto& [key, v] : value.members()) {
+      if (!v.is_string())
+        fail("__metadata__ entry \"" + key + "\" is not a string (metadata must map strings to strings)");
+      metadata_.emplace_back(key, v.as_string());
+    }
+  }
+
+  tensor_info read_entry(const std::string& name, const json_value& value) const {
+    const std::string where = "tensor \"" + name + "\"";
+    if (!value.is_object()) fail(where + ": the entry is not a JSON object");
+    for (const auto& [field, ignored] : value.members()) {
+      (void)ignored;
+      if (field != "dtype" && field != "shape" && field != "data_offsets")
+        fail(where + ": unknown field \"" + field + "\"");
+    }
+    tensor_info t;
+    t.name = name;
+    const auto* dt = value.find("dtype");
+    if (!dt) fail(where + ": missing field \"dtype\"");
+    if (!dt->is_string()) fail(where + ": dtype is not a string");
+    const auto parsed = parse_dtype(dt->as_string());
+    if (!parsed) fail(where + ": unknown dtype \"" + dt->as_string() + "\"");
+    t.dtype = *parsed;
+
+    const auto* shape = value.find("shape");
+    if (!shape) fail(where + ": missing field \"shape\"");
+    if (!shape->is_array()) fail(where + ": shape is not an array");
+    for (const auto& dim : shape->items()) {
+      const auto d = unsigned_of(dim);
+      if (!d) fail(where + ": shape entries must be unsigned 64-bit integers");
+      t.shape.push_back(*d);
+    }
+    const auto* offsets = value.find("data_offsets");
+    if (!offsets) fail(where + ": missing field \"data_offsets\"");
+    if (!offsets->is_array() || offsets->size() != 2)
+      fail(where + ": data_offsets is not an array of two integers");
+    const auto b = unsigned_of(offsets->items()[0]);
+    const auto e = unsigned_of(offsets->items()[1]);
+    if (!b || !e) fail(where + ": data_offsets must be unsigned 64-bit integers");
+    t.begin = *b;
+    t.end = *e;
+    return t;
+  }
+
+  void validate_layout() const {
+    std::vector<std::size_t> order(tensors_.size());
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      return std::pair(tensors_[a].begin, tensors_[a].end) < std::pair(tensors_[b].begin, tensors_[b].end);
+    });
+    std::uint64_t start = 0;
+    for (std::size_t i : order) {
+      const auto& t = tensors_[i];
+      const std::string where = "tensor \"" + t.name + "\"";
+      const std::string span =
+          "data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) + ")";
+      if (t.begin != start)
+        fail(where + ": " + span + (t.begin < start ? " overlaps the previous tensor" : " leaves a gap") +
+             " (tensors must tile the data buffer from offset 0; the next tensor should begin at " +
+             std::to_string(start) + ")");
+      if (t.end < t.begin) fail(where + ": " + span + " ends before it begins");
+      std::uint64_t elements = 1, bits = 0;
+      for (auto d : t.shape)
+        if (!detail::checked_mul(elements, d, elements))
+          fail(where + ": shape " + shape_to_string(t.shape) + " overflows the element count");
+      if (!detail::checked_mul(elements, dtype_bits(t.dtype), bits))
+        fail(where + ": shape " + shape_to_string(t.shape) + " with dtype " +
+             std::string(dtype_name(t.dtype)) + " overflows the byte count");
+      if (bits % 8 != 0)
+        fail(where + ": " + std::to_string(elements) + " elements of " +
+             std::string(dtype_name(t.dtype)) + " are not a whole number of bytes");
+      if (t.end - t.begin != bits / 8)
+        fail(where + ": " + span + " holds " + std::to_string(t.end - t.begin) +
+             " bytes but shape " + shape_to_string(t.shape) + " of " +
+             std::string(dtype_name(t.dtype)) + " needs " + std::to_string(bits / 8));
+      start = t.end;
+    }
+    const std::uint64_t buffer = size_ - data_offset_;
+    if (start != buffer)
+      fail("the tensors cover " + std::to_string(start) + " bytes of a data buffer of " +
+           std::to_string(buffer) +
+           (start < buffer ? " (trailing bytes after the last tensor)"
+                           : " (the file is truncated)"));
+  }
+
+  std::string source_;
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::uint64_t data_offset_ = 0;
+  std::vector<tensor_info> tensors_;
+  std::vector<std::size_t> by_name_;
+  metadata_map metadata_;
+};
+
+/// A safetensors file: its bytes (mapped) and the validated view over them. Move-only.
+class safetensors_file {
+ public:
+  /// Maps and validates the file at path; error_code::io or invalid_file, naming path.
+  static safetensors_file open(const std::string& path, const read_options& options = {}) {
+    safetensors_file f;
+    f.file_ = mapped_file(path);
+    f.view_ = safetensors_view::parse(f.file_.data(), f.file_.size(), path, options);
+    return f;
+  }
+
+  /// Validates an in-memory image, which the object keeps.
+  static safetensors_file from_bytes(std::vector<std::byte> bytes, std::string source,
+                                     const read_options& options = {}) {
+    safetensors_file f;
+    f.bytes_ = std::move(bytes);
+    f.view_ = safetensors_view::parse(f.bytes_.data(), f.bytes_.size(), std::move(source), options);
+    return f;
+  }
+
+  const safetensors_view& view() const noexcept { return view_; }
+  const safetensors_view* operator->() const noexcept { return &view_; }
+
+ private:
+  mapped_file file_;
+  std::vector<std::byte> bytes_;  // a moved vector keeps its buffer, so view_ stays valid
+  safetensors_view view_;
+};
+
+/// A tensor held in memory, ready to write (or kept from a file untouched).
+struct tensor {
+  std::string name;
+  io::dtype dtype = io::dtype::F32;
+  std::vector<std::uint64_t> shape;
+  std::vector<std::byte> data;  ///< little-endian, row-major, Π shape · bits / 8 bytes
+
+  /// A copy of a tensor of a file.
+  static tensor copy_of(const safetensors_view& file, const tensor_info& t) {
+    const auto* p = file.bytes(t);
+    return {t.name, t.dtype, t.shape, std::vector<std::byte>(p, p + t.byte_count())};
+  }
+
+  /// Encodes a matrix's values (read in row-major order) as dtype t with the given shape.
+  template <class Derived>
+  static tensor from_matrix(std::string name, io::dtype t, std::vector<std::uint64_t> shape,
+                            const Eigen::DenseBase<Derived>& values) {
+    using S = typename Derived::Scalar;
+    const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> m = values;
+    tensor out{std::move(name), t, std::move(shape), {}};
+    if (out.element_count() != static_cast<std::uint64_t>(m.size()))
+      throw error(error_code::shape_mismatch, "tensor \"" + out.name + "\": shape " +
+                                                  shape_to_string(out.shape) + " does not hold " +
+                                                  std::to_string(m.size()) + " values");
+    out.data.resize(static_cast<std::size_t>(m.size()) * dtype_bits(t) / 8);
+    encode_elements(m.data(), static_cast<std::size_t>(m.size()), t, out.data.data(),
+                    "tensor \"" + out.name + "\"");
+    return out;
+  }
+
+  std::uint64_t element_count() const noexcept {
+    std::uint64_t n = 1;
+    for (auto s : shape) n *= s;
+    return n;
+  }
+};
+
+/// The bytes of a safetensors file in the reference layout: __metadata__ first, then the tensors
+/// ordered by dtype (descending, the reference's order, so every tensor is aligned to its element
+/// size) and then by name, packed back to back; the header padded with spaces to a multiple of 8.
+/// Errors (invalid_argument): a duplicate or reserved name, a data size that does not match the
+/// shape, a duplicate metadata key.
+inline std::vector<std::byte> serialize_safetensors(const std::vector<tensor>& tensors,
+                                                    const metadata_map& metadata = {}) {
+  std::vector<std::size_t> order(tensors.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    if (tensors[a].dtype != tensors[b].dtype) return tensors[a].dtype > tensors[b].dtype;
+    return tensors[a].name < tensors[b].name;
+  });
+  json_value header = json_value::object();
+  if (!metadata.empty()) {
+    json_value meta = json_value::object();
+    std::unordered_set<std::string_view> keys;
+    for (const auto& [k, v] : metadata) {
+      if (!keys.insert(k).second)
+        throw error(error_code::invalid_argument, "safetensors metadata: duplicate key \"" + k + "\"");
+      meta.set(k, v);
+    }
+    header.set("__metadata__", std::move(meta));
+  }
+  std::uint64_t offset = 0;
+  std::unordered_set<std::string_view> names;
+  for (std::size_t i : order) {
+    const auto& t = tensors[i];
+    if (t.name == "__metadata__")
+      throw error(error_code::invalid_argument, "a tensor cannot be named \"__metadata__\"");
+    if (!names.insert(t.name).second)
+      throw error(error_code::invalid_argument, "duplicate tensor name \"" + t.name + "\"");
+    std::uint64_t elements = 1, bits = 0;
+    for (auto d : t.shape)
+      if (!detail::checked_mul(elements, d, elements)) elements = UINT64_MAX;
+    if (!detail::checked_mul(elements, dtype_bits(t.dtype), bits) || bits % 8 != 0 ||
+        bits / 8 != t.data.size())
+      throw error(error_code::invalid_argument,
+                  "tensor \"" + t.name + "\": " + std::to_string(t.data.size()) +
+                      " bytes do not match shape " + shape_to_string(t.shape) + " of " +
+                      std::string(dtype_name(t.dtype)));
+    json_value entry = json_value::object();
+    entry.set("dtype", std::string(dtype_name(t.dtype)));
+    json_value shape = json_value::array();
+    for (auto d : t.shape) shape.push_back(json_value(static_cast<unsigned long long>(d)));
+    entry.set("shape", std::move(shape));
+    json_value offsets = json_value::array();
+    offsets.push_back(json_value(static_cast<unsigned long long>(offset)));
+    offsets.push_back(json_value(static_cast<unsigned long long>(offset + t.data.size())));
+    entry.set("data_offsets", std::move(offsets));
+    header.set(t.name, std::move(entry));
+    offset += t.data.size();
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  std::vector<std::byte> out(8 + text.size() + offset);
+  detail::store_le(out.data(), static_cast<std::uint64_t>(text.size()));
+  std::memcpy(out.data() + 8, text.data(), text.size());
+  std::size_t at = 8 + text.size();
+  for (std::size_t i : order) {
+    if (!tensors[i].data.empty()) std::memcpy(out.data() + at, tensors[i].data.data(), tensors[i].data.size());
+    at += tensors[i].data.size();
+  }
+  return out;
+}
+
+/// Writes a safetensors file atomically (see write_file_atomic).
+inline void write_safetensors(const std::string& path, const std::vector<tensor>& tensors,
+                              const metadata_map& metadata = {}) {
+  const auto bytes = serialize_safetensors(tensors, metadata);
+  write_file_atomic(path, bytes.data(), bytes.size());
+}
+
+}  // namespace lola::io
