@@ -68,7 +68,7 @@ top K singular values of dW = s*B*A (default K = 4), then totals.
 
 Writes every module's canonical factors, the same for every (B G, G^-1 A): U*sqrt(S), sqrt(S)*V^T
 (balanced, the default) or U*S, V^T (left); the sign of each singular pair is fixed so that the
-largest entry of U's column is positive. Same dialect, dtypes and scaling: s*B'*A' = s*B*A.
+largest entry of U's column is positive. Same dialect, factor dtypes and scaling: s*B'*A' = s*B*A.
   -o, --output OUT   where to write
   --form F           balanced or left
 )"},
@@ -76,7 +76,7 @@ largest entry of U's column is positive. Same dialect, dtypes and scaling: s*B'*
 
 Truncates every module to its best approximation of the chosen rank, keeping the scale (alpha is
 rewritten as s*r'), and prints the retained Frobenius fraction per module.
-  --rank K           rank K (at most the module's rank)
+  --rank K           rank K (at most the module's numerical rank)
   --sv-fro F         smallest k with ||dW_k||_F >= F*||dW||_F
   --sv-cumulative F  smallest k with sigma_1 + ... + sigma_k >= F*(sum of sigma)
   --sv-ratio X       every sigma_i > sigma_1 / X
@@ -129,14 +129,27 @@ class progress {
   std::chrono::steady_clock::time_point last_{};
 };
 
-// Runs f(i) for every module index in parallel (OpenMP), with progress.
+// Runs f(i) for every module of `a` in parallel (OpenMP), with progress; an error from the maths
+// is re-thrown naming the adapter and the module.
 template <class F>
-void for_each_module(std::size_t n, const char* what, F&& f) {
-  progress p(what, n);
-  lola::parallel_for(static_cast<lola::index>(n), [&](lola::index i) {
-    f(static_cast<std::size_t>(i));
+void for_each_module(const std::string& path, const std::vector<std::string>& names, const char* what,
+                     F&& f) {
+  progress p(what, names.size());
+  lola::parallel_for(static_cast<lola::index>(names.size()), [&](lola::index i) {
+    try {
+      f(static_cast<std::size_t>(i));
+    } catch (const lola::error& e) {
+      throw lola::error(e.code(), path + ": module \"" + names[static_cast<std::size_t>(i)] +
+                                      "\": " + std::string(e.what()).substr(6));
+    }
     p.tick();
   });
+}
+
+std::vector<std::string> module_names(const adapter& a) {
+  std::vector<std::string> names;
+  for (const auto& m : a.modules) names.push_back(m.name);
+  return names;
 }
 
 adapter load(const std::string& path) {
@@ -171,7 +184,7 @@ int inspect(const std::vector<std::string>& argv) {
   const adapter a = load(path);
 
   std::vector<Eigen::VectorXd> sigma(a.modules.size());
-  for_each_module(a.modules.size(), "inspect", [&](std::size_t i) {
+  for_each_module(path, module_names(a), "inspect", [&](std::size_t i) {
     const auto& m = a.modules[i];
     sigma[i] = lola::singular_values(m.delta(), m.rank());  // all r, zero-padded
   });
@@ -243,7 +256,7 @@ int canonicalize(const std::vector<std::string>& argv) {
   const auto form = form_name == "left" ? lola::canonical_form::left : lola::canonical_form::balanced;
   adapter a = load(path);
   std::atomic<int> degenerate{0};
-  for_each_module(a.modules.size(), "canonicalize", [&](std::size_t i) {
+  for_each_module(path, module_names(a), "canonicalize", [&](std::size_t i) {
     auto& m = a.modules[i];
     auto c = lola::canonicalize(m.delta(), form);
     degenerate += c.degenerate;
@@ -265,21 +278,26 @@ int resize(const std::vector<std::string>& argv) {
   const std::string& path = single_path(args, "resize");
   const std::string& out = args.value("--output");
   std::vector<lola::rank_rule> rules;
-  try {
-    if (args.has("--rank")) rules.push_back(lola::rank_rule::fixed(args.integer("--rank", 1)));
-    if (args.has("--sv-fro")) rules.push_back(lola::rank_rule::sv_fro(args.number("--sv-fro")));
-    if (args.has("--sv-ratio")) rules.push_back(lola::rank_rule::sv_ratio(args.number("--sv-ratio")));
-    if (args.has("--sv-cumulative"))
-      rules.push_back(lola::rank_rule::sv_cumulative(args.number("--sv-cumulative")));
-  } catch (const lola::error& e) {
-    throw usage_error(std::string(e.what()).substr(6));
+  auto fraction = [&](const char* option) {
+    const double f = args.number(option);
+    if (!(f > 0 && f <= 1)) throw usage_error(std::string(option) + " must be in (0, 1], got " + args.value(option));
+    return f;
+  };
+  if (args.has("--rank")) rules.push_back(lola::rank_rule::fixed(args.integer("--rank", 1)));
+  if (args.has("--sv-fro")) rules.push_back(lola::rank_rule::sv_fro(fraction("--sv-fro")));
+  if (args.has("--sv-cumulative"))
+    rules.push_back(lola::rank_rule::sv_cumulative(fraction("--sv-cumulative")));
+  if (args.has("--sv-ratio")) {
+    const double x = args.number("--sv-ratio");
+    if (!(x >= 1)) throw usage_error("--sv-ratio must be >= 1, got " + args.value("--sv-ratio"));
+    rules.push_back(lola::rank_rule::sv_ratio(x));
   }
   if (rules.size() != 1)
     throw usage_error("give exactly one of --rank, --sv-fro, --sv-ratio, --sv-cumulative");
   adapter a = load(path);
   std::vector<lola::index> old_rank(a.modules.size());
   std::vector<double> retained(a.modules.size());
-  for_each_module(a.modules.size(), "resize", [&](std::size_t i) {
+  for_each_module(path, module_names(a), "resize", [&](std::size_t i) {
     auto& m = a.modules[i];
     old_rank[i] = m.rank();
     auto r = lola::resize(m.delta(), rules[0]);
@@ -346,7 +364,7 @@ int merge(const std::vector<std::string>& argv) {
                    inputs[i].passthrough.size(), paths[i].c_str());
   result.modules.resize(names.size());
   std::vector<double> retained(names.size(), 1.0);
-  for_each_module(names.size(), "merge", [&](std::size_t n) {
+  for_each_module("merge", names, "merge", [&](std::size_t n) {
     const auto& list = parts.at(names[n]);
     const module& first = *list.front().first;
     std::vector<decltype(first.delta())> deltas;
@@ -355,12 +373,12 @@ int merge(const std::vector<std::string>& argv) {
     for (const auto& [m, weight] : list) {
       if (m->rows() != first.rows() || m->cols() != first.cols() || m->kind != first.kind)
         throw lola::error(lola::error_code::shape_mismatch,
-                          "module \"" + first.name + "\" is " + std::to_string(first.rows()) + "x" +
+                          "is " + std::to_string(first.rows()) + "x" +
                               std::to_string(first.cols()) + " in one adapter and " +
                               std::to_string(m->rows()) + "x" + std::to_string(m->cols()) + " in another");
       if (!m->extras.empty())
         throw lola::error(lola::error_code::unsupported,
-                          "module \"" + m->name + "\" carries " + m->extras.front().name +
+                          "carries " + m->extras.front().name +
                               " (DoRA magnitude or LoRA bias), which a weighted sum of dW does not define");
       deltas.push_back(m->delta());
       w.push_back(weight);
@@ -396,13 +414,18 @@ int align(const std::vector<std::string>& argv) {
   const adapter templ = load(args.value("--template"));
   adapter a = load(path);
   std::vector<double> uniqueness(a.modules.size());
-  for_each_module(a.modules.size(), "align", [&](std::size_t i) {
+  for_each_module(path, module_names(a), "align", [&](std::size_t i) {
     auto& m = a.modules[i];
     const module* t = templ.find(m.name);
     if (!t)
       throw lola::error(lola::error_code::invalid_argument,
-                        "module \"" + m.name + "\" has no counterpart in the template " +
-                            args.value("--template"));
+                        "has no counterpart in the template " + args.value("--template"));
+    if (t->rows() != m.rows() || t->cols() != m.cols() || t->rank() != m.rank())
+      throw lola::error(lola::error_code::shape_mismatch,
+                        "is " + std::to_string(m.rows()) + "x" + std::to_string(m.cols()) + " of rank " +
+                            std::to_string(m.rank()) + " but the template's is " +
+                            std::to_string(t->rows()) + "x" + std::to_string(t->cols()) + " of rank " +
+                            std::to_string(t->rank()));
     auto r = lola::o_align(m.delta(), t->delta());
     uniqueness[i] = r.min_singular_value;
     m.set_factors(r.aligned.B(), r.aligned.A(), m.scale);

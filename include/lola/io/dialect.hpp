@@ -115,6 +115,8 @@ adapter_module<S> read_module(const safetensors_view& file, const module_keys& k
     throw error(error_code::shape_mismatch, where + ": the ranks differ: " + shapes());
   if (a.shape[0] == 0)
     throw error(error_code::invalid_file, where + " has rank 0: " + shapes());
+  if (b.shape[0] == 0 || a.element_count() == 0)
+    throw error(error_code::invalid_file, where + " has an empty weight (d or k is 0): " + shapes());
 
   adapter_module<S> m;
   m.name = keys.name;

@@ -83,7 +83,11 @@ struct read_options {
 namespace detail {
 
 /// What a file that is not safetensors probably is, as a clause to append to an error, or "".
+/// Only files too short for a header, or whose first 8 bytes read as a length of 10^8 or more (the
+/// reference's cap), are diagnosed: a real but truncated safetensors file starts with a plausible
+/// length whose low byte may look like a signature (0x80 as in a pickle, '{' as in JSON).
 inline std::string diagnose_non_safetensors(const std::byte* data, std::size_t size) {
+  if (size >= 8 && load_le<std::uint64_t>(data) < 100'000'000) return "";
   const std::string_view head(reinterpret_cast<const char*>(data), std::min<std::size_t>(size, 512));
   auto starts_with = [&](std::string_view prefix) { return head.substr(0, prefix.size()) == prefix; };
   std::size_t first = 0;

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Builds lola's libFuzzer targets (tests/fuzz/fuzz_*.cpp) under AddressSanitizer and
+# UndefinedBehaviorSanitizer and runs each for LOLA_FUZZ_SECONDS (default 60) on a corpus kept in
+# build/fuzz/corpus/<target>, into which the seeds written by tests/fuzz/make_seeds.cpp are merged.
+# A crash, leak, timeout or out-of-memory in any target makes the script exit non-zero; its
+# reproducer is left in build/fuzz/artifacts/<target>/ and its log in build/fuzz/<target>.log.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib.sh
+lola_require_packages clang libeigen3-dev
+
+seconds=${LOLA_FUZZ_SECONDS:-60}
+out=build/fuzz
+mkdir -p "$out"
+flags=(-std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iinclude -I/usr/include/eigen3)
+
+# libFuzzer's runtime ships separately from clang on Debian (libclang-rt-<major>-dev).
+probe() {
+  echo 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }' >"$out/probe.cpp"
+  clang++ -fsanitize=fuzzer,address,undefined "$out/probe.cpp" -o "$out/probe" >/dev/null 2>&1
+}
+if ! probe; then
+  major=$(clang++ -dumpversion | cut -d. -f1)
+  lola_require_packages "libclang-rt-$major-dev"
+  probe || { echo "clang++ cannot link -fsanitize=fuzzer even with libclang-rt-$major-dev" >&2; exit 1; }
+fi
+rm -f "$out/probe" "$out/probe.cpp"
+
+targets=(fuzz_safetensors fuzz_adapter fuzz_json)
+
+echo "== building ${targets[*]} and make_seeds"
+start=$SECONDS
+pids=()
+for target in "${targets[@]}"; do
+  clang++ "${flags[@]}" "tests/fuzz/$target.cpp" -o "$out/$target" &
+  pids+=($!)
+  # Two compilations at a time at most: each takes a few hundred MB and one core.
+  if [ ${#pids[@]} -ge "$LOLA_JOBS" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+done
+clang++ -std=c++17 -O1 -Iinclude -I/usr/include/eigen3 tests/fuzz/make_seeds.cpp -o "$out/make_seeds"
+for pid in "${pids[@]}"; do wait "$pid"; done
+echo "   built in $((SECONDS - start)) s"
+
+rm -rf "$out/seeds"
+"$out/make_seeds" "$out/seeds"
+
+# Seeds per target: the adapter files are safetensors images too.
+seed_dirs() {
+  case "$1" in
+    fuzz_safetensors) echo "$out/seeds/safetensors $out/seeds/adapter" ;;
+    fuzz_adapter) echo "$out/seeds/adapter" ;;
+    fuzz_json) echo "$out/seeds/json" ;;
+  esac
+}
+dict_for() {
+  case "$1" in
+    fuzz_json) echo "$out/seeds/json.dict" ;;
+    *) echo "$out/seeds/safetensors.dict" ;;
+  esac
+}
+
+failed=()
+summary=()
+for target in "${targets[@]}"; do
+  corpus="$out/corpus/$target"
+  artifacts="$out/artifacts/$target"
+  log="$out/$target.log"
+  mkdir -p "$corpus" "$artifacts"
+  for dir in $(seed_dirs "$target"); do cp -f "$dir"/* "$corpus"/; done
+  echo "== $target: ${seconds} s on $(find "$corpus" -type f | wc -l) inputs"
+  status=0
+  "$out/$target" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+    -dict="$(dict_for "$target")" -artifact_prefix="$artifacts/" "$corpus" >"$log" 2>&1 || status=$?
+  runs=$(grep -E '^stat::number_of_executed_units:' "$log" | awk '{print $2}' | tail -1 || true)
+  done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true)
+  cov=$(sed -nE 's/.* cov: ([0-9]+).*/\1/p' <<<"$done_line")
+  ft=$(sed -nE 's/.* ft: ([0-9]+).*/\1/p' <<<"$done_line")
+  corp=$(sed -nE 's/.* corp: ([0-9]+)\/.*/\1/p' <<<"$done_line")
+  if [ "$status" -ne 0 ]; then
+    failed+=("$target")
+    summary+=("$target: FAILED (exit $status) after ${runs:-?} runs; see $log and $artifacts/")
+    tail -n 60 "$log" >&2
+  else
+    summary+=("$target: ${runs:-?} runs, cov ${cov:-?}, ft ${ft:-?}, corpus ${corp:-?}")
+  fi
+done
+
+echo "== fuzzing summary (${seconds} s per target)"
+printf '%s\n' "${summary[@]}"
+if [ ${#failed[@]} -ne 0 ]; then
+  echo "fuzzing found problems in: ${failed[*]}" >&2
+  exit 1
+fi
