@@ -59,6 +59,7 @@
 #include "lola/io/load.hpp"
 #pragma GCC diagnostic pop
 
+#include "support/temp_dir.hpp"
 #include "support/test_support.hpp"
 
 #ifndef LOLA_CLI_PATH
@@ -81,22 +82,8 @@ constexpr double eps = std::numeric_limits<double>::epsilon();
 
 /// A fresh directory under /tmp, removed with everything in it at the end of the scope. The
 /// tool's captured stdout / stderr go to its "logs" subdirectory.
-struct temp_dir {
-  std::string path;
-  temp_dir() {
-    char name[] = "/tmp/lola_cli_XXXXXX";
-    const char* made = ::mkdtemp(name);
-    REQUIRE(made != nullptr);
-    path = made;
-    std::filesystem::create_directory(path + "/logs");
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
+struct temp_dir : lola_test::temp_dir {
+  temp_dir() : lola_test::temp_dir("lola_cli") { std::filesystem::create_directory(path + "/logs"); }
 };
 
 bool exists(const std::string& path) {
@@ -1492,6 +1479,74 @@ TEST_CASE("--help: every subcommand prints its usage on stdout and exits 0") {
   const auto v = run_lola(t, {"--version"});
   CHECK(v.code == 0);
   CHECK(starts_with(v.out, "lola "));
+}
+
+TEST_CASE("every malformed-file rule: exit 1, one line naming the file and the rule, no crash") {
+  // Each rule of the safetensors reader (tests/io/test_safetensors.cpp checks them in the library)
+  // reached through the tool, on a file the test writes byte by byte.
+  temp_dir t;
+  auto le64 = [](std::uint64_t n) {
+    std::string bytes(8, '\0');
+    for (int i = 0; i < 8; ++i) bytes[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
+    return bytes;
+  };
+  auto file_with = [&](const std::string& header, std::size_t data_bytes) {
+    return le64(header.size()) + header + std::string(data_bytes, '\0');
+  };
+  const std::string a = "\"m.lora_A.weight\":{\"dtype\":\"F32\",\"shape\":[1,2],\"data_offsets\":[0,8]}";
+  const std::string b = "\"m.lora_B.weight\":{\"dtype\":\"F32\",\"shape\":[2,1],\"data_offsets\":[8,16]}";
+  struct malformed {
+    const char* name;
+    std::string bytes;
+    std::vector<std::string> mentions;
+  };
+  const malformed cases[] = {
+      {"too_small", "\x01\x02\x03", {"fewer than the 8-byte header length"}},
+      {"header_too_large", le64(200'000'000) + "{}", {"exceeds the limit"}},
+      {"header_past_end", le64(60) + "{}", {"runs past the end"}},
+      {"not_utf8", le64(1) + "\xff", {"invalid UTF-8"}},
+      {"not_json", le64(1) + "{", {"invalid JSON"}},
+      {"not_object", file_with("[]", 0), {"not a JSON object"}},
+      {"bad_metadata", file_with("{\"__metadata__\":{\"a\":0}}", 0), {"__metadata__", "not a string"}},
+      {"missing_field", file_with("{\"m.lora_A.weight\":{\"dtype\":\"F32\",\"shape\":[1]}}", 0),
+       {"m.lora_A.weight", "data_offsets"}},
+      {"unknown_field", file_with("{\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"y\":1}}", 4),
+       {"unknown field \"y\""}},
+      {"unknown_dtype", file_with("{\"x\":{\"dtype\":\"F31\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4),
+       {"unknown dtype \"F31\""}},
+      {"negative_shape", file_with("{\"x\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4),
+       {"unsigned 64-bit"}},
+      {"invalid_info", file_with("{\"x\":{\"dtype\":\"I32\",\"shape\":[2,2],\"data_offsets\":[0,4]}}", 4),
+       {"\"x\"", "needs 16"}},
+      {"overflow", file_with("{\"x\":{\"dtype\":\"F32\",\"shape\":[2,18446744073709551614],\"data_offsets\":[0,8]}}", 8),
+       {"\"x\"", "overflows"}},
+      {"gap", file_with("{" + a + ",\"m.lora_B.weight\":{\"dtype\":\"F32\",\"shape\":[2,1],\"data_offsets\":[12,20]}}", 20),
+       {"m.lora_B.weight", "gap"}},
+      {"overlap", file_with("{" + a + ",\"m.lora_B.weight\":{\"dtype\":\"F32\",\"shape\":[2,1],\"data_offsets\":[4,12]}}", 12),
+       {"overlaps"}},
+      {"trailing_bytes", file_with("{" + a + "," + b + "}", 20), {"trailing bytes"}},
+      {"truncated", file_with("{" + a + "," + b + "}", 12), {"truncated"}},
+      {"duplicate_tensor", file_with("{" + a + "," + a + "}", 8), {"duplicate key \"m.lora_A.weight\""}},
+      {"duplicate_metadata", file_with("{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}," + a + "," + b + "}", 16),
+       {"duplicate key \"k\""}},
+      {"git_lfs", "version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n", {"Git LFS"}},
+      {"html", "<!DOCTYPE html><html></html>", {"HTML"}},
+      {"zip", std::string("PK\x03\x04\x14\x00\x00\x00", 8), {"zip"}},
+  };
+  for (const auto& c : cases) {
+    const std::string path = t / (std::string(c.name) + ".safetensors");
+    write_bytes(path, c.bytes);
+    for (const char* command : {"inspect", "canonicalize", "resize"}) {
+      std::vector<std::string> args = {command, path};
+      if (std::string(command) != "inspect") args.insert(args.end(), {"-o", t / "out.safetensors"});
+      if (std::string(command) == "resize") args.insert(args.end(), {"--rank", "1"});
+      auto mentions = c.mentions;
+      mentions.push_back(path);
+      INFO(c.name);
+      check_invalid_input(run_lola(t, args), mentions);
+      CHECK_FALSE(exists(t / "out.safetensors"));
+    }
+  }
 }
 
 }  // TEST_SUITE("cli")

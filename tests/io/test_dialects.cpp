@@ -35,6 +35,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <regex>
 #include "lola/io/load.hpp"
+#include "support/temp_dir.hpp"
 #pragma GCC diagnostic pop
 
 namespace io = lola::io;
@@ -44,22 +45,8 @@ namespace {
 using rm = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using shape_t = std::vector<std::uint64_t>;
 
-/// A fresh directory under /tmp, removed with everything in it at the end of the scope.
-struct temp_dir {
-  std::string path;
-  temp_dir() {
-    char name[] = "/tmp/lola_dialects_XXXXXX";
-    const char* made = ::mkdtemp(name);
-    REQUIRE(made != nullptr);
-    path = made;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
+struct temp_dir : lola_test::temp_dir {
+  temp_dir() : lola_test::temp_dir("lola_dialects") {}
 };
 
 /// The names in a directory (not recursive).

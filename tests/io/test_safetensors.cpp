@@ -29,6 +29,7 @@
 #include "lola/io/file.hpp"
 #include "lola/io/json.hpp"
 #include "lola/io/safetensors.hpp"
+#include "support/temp_dir.hpp"
 
 namespace {
 
@@ -117,31 +118,8 @@ void check_rejected(const byte_vector& image, std::initializer_list<std::string_
 /// "tensor \"name\"", as the reader names a tensor.
 std::string tensor_named(std::string_view name) { return "tensor \"" + std::string(name) + "\""; }
 
-/// A temporary directory, removed with everything in it.
-struct temp_dir {
-  std::string path;
-  temp_dir() {
-    char pattern[] = "/tmp/lola_safetensors_XXXXXX";
-    const char* made = ::mkdtemp(pattern);
-    REQUIRE(made != nullptr);
-    path = made;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-
-  std::string file(std::string_view name) const { return path + "/" + std::string(name); }
-
-  std::vector<std::string> entries() const {
-    std::vector<std::string> names;
-    for (const auto& entry : std::filesystem::directory_iterator(path))
-      names.push_back(entry.path().filename().string());
-    std::sort(names.begin(), names.end());
-    return names;
-  }
+struct temp_dir : lola_test::temp_dir {
+  temp_dir() : lola_test::temp_dir("lola_safetensors") {}
 };
 
 void write_bytes(const std::string& path, const byte_vector& bytes) {
