@@ -279,37 +279,38 @@ class safetensors_view {
   }
 
   tensor_info read_entry(const std::string& name, const json_value& value) const {
-    const std::string where = "tensor \"" + name + "\"";
-    if (!value.is_object()) fail(where + ": the entry is not a JSON object");
+    // Messages are built only on failure: this runs once per tensor of every file.
+    auto where = [&] { return "tensor \"" + name + "\""; };
+    if (!value.is_object()) fail(where() + ": the entry is not a JSON object");
     for (const auto& [field, ignored] : value.members()) {
       (void)ignored;
       if (field != "dtype" && field != "shape" && field != "data_offsets")
-        fail(where + ": unknown field \"" + field + "\"");
+        fail(where() + ": unknown field \"" + field + "\"");
     }
     tensor_info t;
     t.name = name;
     const auto* dt = value.find("dtype");
-    if (!dt) fail(where + ": missing field \"dtype\"");
-    if (!dt->is_string()) fail(where + ": dtype is not a string");
+    if (!dt) fail(where() + ": missing field \"dtype\"");
+    if (!dt->is_string()) fail(where() + ": dtype is not a string");
     const auto parsed = parse_dtype(dt->as_string());
-    if (!parsed) fail(where + ": unknown dtype \"" + dt->as_string() + "\"");
+    if (!parsed) fail(where() + ": unknown dtype \"" + dt->as_string() + "\"");
     t.dtype = *parsed;
 
     const auto* shape = value.find("shape");
-    if (!shape) fail(where + ": missing field \"shape\"");
-    if (!shape->is_array()) fail(where + ": shape is not an array");
+    if (!shape) fail(where() + ": missing field \"shape\"");
+    if (!shape->is_array()) fail(where() + ": shape is not an array");
     for (const auto& dim : shape->items()) {
       const auto d = unsigned_of(dim);
-      if (!d) fail(where + ": shape entries must be unsigned 64-bit integers");
+      if (!d) fail(where() + ": shape entries must be unsigned 64-bit integers");
       t.shape.push_back(*d);
     }
     const auto* offsets = value.find("data_offsets");
-    if (!offsets) fail(where + ": missing field \"data_offsets\"");
+    if (!offsets) fail(where() + ": missing field \"data_offsets\"");
     if (!offsets->is_array() || offsets->size() != 2)
-      fail(where + ": data_offsets is not an array of two integers");
+      fail(where() + ": data_offsets is not an array of two integers");
     const auto b = unsigned_of(offsets->items()[0]);
     const auto e = unsigned_of(offsets->items()[1]);
-    if (!b || !e) fail(where + ": data_offsets must be unsigned 64-bit integers");
+    if (!b || !e) fail(where() + ": data_offsets must be unsigned 64-bit integers");
     t.begin = *b;
     t.end = *e;
     return t;
@@ -324,26 +325,27 @@ class safetensors_view {
     std::uint64_t start = 0;
     for (std::size_t i : order) {
       const auto& t = tensors_[i];
-      const std::string where = "tensor \"" + t.name + "\"";
-      const std::string span =
-          "data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) + ")";
+      auto where = [&] { return "tensor \"" + t.name + "\""; };
+      auto span = [&] {
+        return "data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) + ")";
+      };
       if (t.begin != start)
-        fail(where + ": " + span + (t.begin < start ? " overlaps the previous tensor" : " leaves a gap") +
+        fail(where() + ": " + span() + (t.begin < start ? " overlaps the previous tensor" : " leaves a gap") +
              " (tensors must tile the data buffer from offset 0; the next tensor should begin at " +
              std::to_string(start) + ")");
-      if (t.end < t.begin) fail(where + ": " + span + " ends before it begins");
+      if (t.end < t.begin) fail(where() + ": " + span() + " ends before it begins");
       std::uint64_t elements = 1, bits = 0;
       for (auto d : t.shape)
         if (!detail::checked_mul(elements, d, elements))
-          fail(where + ": shape " + shape_to_string(t.shape) + " overflows the element count");
+          fail(where() + ": shape " + shape_to_string(t.shape) + " overflows the element count");
       if (!detail::checked_mul(elements, dtype_bits(t.dtype), bits))
-        fail(where + ": shape " + shape_to_string(t.shape) + " with dtype " +
+        fail(where() + ": shape " + shape_to_string(t.shape) + " with dtype " +
              std::string(dtype_name(t.dtype)) + " overflows the byte count");
       if (bits % 8 != 0)
-        fail(where + ": " + std::to_string(elements) + " elements of " +
+        fail(where() + ": " + std::to_string(elements) + " elements of " +
              std::string(dtype_name(t.dtype)) + " are not a whole number of bytes");
       if (t.end - t.begin != bits / 8)
-        fail(where + ": " + span + " holds " + std::to_string(t.end - t.begin) +
+        fail(where() + ": " + span() + " holds " + std::to_string(t.end - t.begin) +
              " bytes but shape " + shape_to_string(t.shape) + " of " +
              std::string(dtype_name(t.dtype)) + " needs " + std::to_string(bits / 8));
       start = t.end;
