@@ -118,4 +118,28 @@ struct adapter {
   }
 };
 
+/// The key of a module's A factor in its dialect: <name>.lora_A.weight, <name>.lora_embedding_A
+/// (PEFT) or <name>.lora_down.weight (kohya).
+template <class S>
+std::string A_factor_key(adapter_format format, const adapter_module<S>& m) {
+  if (format == adapter_format::kohya) return m.name + ".lora_down.weight";
+  return m.name + (m.kind == module_kind::embedding ? ".lora_embedding_A" : ".lora_A.weight");
+}
+
+/// The module indices of `a` sorted by their A-factor keys: the order in which a reader that sorts
+/// the file's keys meets the modules — safetensors.load_file(...) in Python, and so the LoL
+/// reference code, which pairs the sorted tensors as (lora_A, lora_B) module by module. Models
+/// trained with that code number their modules j in this order. Sorting whole keys (not names)
+/// matters: "x-y.lora_A.weight" < "x.lora_A.weight" although the name "x" < "x-y".
+template <class S>
+std::vector<std::size_t> lexicographic_module_order(const adapter<S>& a) {
+  std::vector<std::string> keys;
+  keys.reserve(a.modules.size());
+  for (const auto& m : a.modules) keys.push_back(A_factor_key(a.format, m));
+  std::vector<std::size_t> order(a.modules.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return keys[x] < keys[y]; });
+  return order;
+}
+
 }  // namespace lola::io

@@ -1,0 +1,207 @@
+#pragma once
+/// @file
+/// GL-net (LoL §3.5, in the order of the reference code, §3.6 of research/papers.md): for an
+/// adapter of L modules in lexicographic key order (io::lexicographic_module_order, the order the
+/// reference loader pairs the sorted tensors in), U_j = B_j and V_j = A_jᵀ,
+///   1. first layer, per module:    (U_j, V_j) ← (Φ_j·U_j, Ψ_j·V_j)          Φ_j h×n_j, Ψ_j h×m_j
+///   2. K − 1 times, per module:    gate; dropout (inference form, p); (U_j, V_j) ← (Φ⁽ᵏ⁾_j·U_j, Ψ⁽ᵏ⁾_j·V_j)
+///   3. the invariant head on P_j = U_j·V_jᵀ (nn/invariant_head.hpp).
+/// The gate comes before each later linear layer and none follows the last; with K = 1 (every
+/// diffusion run of the paper) GL-net is one equivariant linear layer and the head. Every step
+/// commutes with an independent G_j ∈ GL(r_j) per module and the head sees only P_j, so the output
+/// is GL(r₁)×…×GL(r_L)-invariant; ranks may differ between adapters and modules.
+///
+/// Scaling: the reference trains on the raw factors, ignoring s = α/r; so does forward() by
+/// default. gl_net_options::fold_scale uses U_j = s_j·B_j instead (ΔW_j = U_j·V_jᵀ).
+///
+/// Cost per adapter: O(h·Σ(n_j + m_j)·r) for the first layer, O(K·L·h²·r) for the rest,
+/// O(L·h²·r + H·L·h²) for the head. A batch runs module-major through the first layer (each Φ_j, Ψ_j
+/// read once per block of adapters), adapter-parallel through the rest, and W₁ as one GEMM per
+/// block: memory is bounded by the block, not by the batch.
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "lola/core/parallel.hpp"
+#include "lola/io/adapter.hpp"
+#include "lola/nn/dropout.hpp"
+#include "lola/nn/equivariant_linear.hpp"
+#include "lola/nn/gate.hpp"
+#include "lola/nn/invariant_head.hpp"
+#include "lola/nn/uv_pair.hpp"
+
+namespace lola::nn {
+
+struct gl_net_options {
+  bool fold_scale = false;  ///< U_j = s_j·B_j (true) or B_j (false, the reference)
+  /// The EquivDropout p the model was trained with (LoL's LLM code; its default .5, main.py
+  /// --dropout): at inference U and V are multiplied by 1 − p before each later linear layer.
+  /// 0 for the diffusion models, which have no dropout. No effect when K = 1.
+  double dropout = 0;
+  index block = 64;  ///< adapters per block of a batch (bounds the memory of the head's GEMM)
+};
+
+template <class S>
+class gl_net {
+ public:
+  equivariant_linear<S> first;                 ///< L modules, h×n_j and h×m_j
+  std::vector<equivariant_linear<S>> hidden;   ///< K − 1 layers of L modules, h×h each
+  invariant_head<S> head;
+
+  index modules() const noexcept { return first.modules(); }
+  index hidden_size() const { return first.modules() > 0 ? first.phi(0).rows() : 0; }
+  index depth() const noexcept { return 1 + static_cast<index>(hidden.size()); }
+  index outputs() const noexcept { return head.outputs(); }
+  /// (n_j, m_j): the d×k of the adapter module the network's module j takes.
+  std::pair<index, index> module_shape(index j) const { return {first.in_rows_u(j), first.in_rows_v(j)}; }
+
+  /// A network with the reference initialisation (Φ, Ψ ~ N(0, 1/fan_in); the head as torch's).
+  /// n[j], m[j]: module j's d and k; h: the equivariant width; K ≥ 1 layers; H: the head's width.
+  template <class Rng>
+  static gl_net random(const std::vector<index>& n, const std::vector<index>& m, index h, index K,
+                       index H, index outputs, pooling p, Rng& rng) {
+    if (n.empty() || K < 1 || H < 1 || outputs < 1)
+      throw error(error_code::invalid_argument,
+                  "gl_net::random: needs at least one module, K >= 1, H >= 1 and outputs >= 1");
+    gl_net net;
+    net.first = equivariant_linear<S>::random(n, m, h, rng);
+    const std::vector<index> hs(n.size(), h);
+    for (index k = 1; k < K; ++k) net.hidden.push_back(equivariant_linear<S>::random(hs, hs, h, rng));
+    const index L = static_cast<index>(n.size());
+    net.head = invariant_head<S>::random(p == pooling::mean ? L : L * h * h, H, outputs, p, rng);
+    net.validate();
+    return net;
+  }
+
+  /// Checks that the parts fit together; invalid_argument naming the part otherwise.
+  void validate() const {
+    const index L = modules(), h = hidden_size();
+    auto fail = [](const std::string& what) { throw error(error_code::invalid_argument, "gl_net: " + what); };
+    if (L < 1) fail("the first layer has no modules");
+    for (index j = 0; j < L; ++j)
+      if (first.phi(j).rows() != h || first.psi(j).rows() != h)
+        fail("first layer, module " + std::to_string(j) + ": Φ is " + shape_string(first.phi(j)) +
+             " and Ψ is " + shape_string(first.psi(j)) + ", both need " + std::to_string(h) + " rows");
+    for (std::size_t k = 0; k < hidden.size(); ++k) {
+      if (hidden[k].modules() != L)
+        fail("layer " + std::to_string(k + 2) + " has " + std::to_string(hidden[k].modules()) +
+             " modules, the first has " + std::to_string(L));
+      for (index j = 0; j < L; ++j)
+        if (hidden[k].phi(j).rows() != h || hidden[k].phi(j).cols() != h || hidden[k].psi(j).rows() != h ||
+            hidden[k].psi(j).cols() != h)
+          fail("layer " + std::to_string(k + 2) + ", module " + std::to_string(j) + ": weights must be " +
+               shape_string(h, h));
+    }
+    const index F = head.pool == pooling::mean ? L : L * h * h, H = head.hidden_size();
+    if (head.input_size() != F)
+      fail("the head's linear1 takes " + std::to_string(head.input_size()) + " features, " +
+           to_string(head.pool) + " pooling of " + std::to_string(L) + " modules of width " +
+           std::to_string(h) + " gives " + std::to_string(F));
+    if (H < 1 || head.linear1_bias.size() != H || head.norm_weight.size() != H || head.norm_bias.size() != H ||
+        head.linear2_weight.cols() != H || head.linear2_bias.size() != head.outputs() || head.outputs() < 1)
+      fail("the head's linear1 (" + shape_string(head.linear1_weight) + "), ln1 (" +
+           std::to_string(head.norm_weight.size()) + ", " + std::to_string(head.norm_bias.size()) +
+           ") and linear2 (" + shape_string(head.linear2_weight) + ", bias " +
+           std::to_string(head.linear2_bias.size()) + ") do not fit together");
+  }
+
+  /// One output vector per adapter: N×outputs(). Adapter i's modules are matched to the network's
+  /// in lexicographic key order and must have its shapes; shape_mismatch names the adapter (by
+  /// index, or by names[i] when given), the module and both shapes.
+  matrix<S> forward(const std::vector<const io::adapter<S>*>& batch, const gl_net_options& options = {},
+                    const std::vector<std::string>& names = {}) const {
+    std::vector<std::vector<std::size_t>> orders(batch.size());
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      orders[i] = io::lexicographic_module_order(*batch[i]);
+      check_adapter(*batch[i], orders[i], i < names.size() ? names[i] : "adapter " + std::to_string(i));
+    }
+    return run(static_cast<index>(batch.size()), options, [&](index i, index j) {
+      const auto& m = batch[static_cast<std::size_t>(i)]->modules[orders[static_cast<std::size_t>(i)]
+                                                                      [static_cast<std::size_t>(j)]];
+      return first.apply_factors(j, m.B, m.A, options.fold_scale ? static_cast<S>(m.scale) : S(1));
+    });
+  }
+
+  vector<S> forward(const io::adapter<S>& a, const gl_net_options& options = {}) const {
+    return forward(std::vector<const io::adapter<S>*>{&a}, options).row(0).transpose();
+  }
+
+  /// The same on inputs already in (U, V) form, modules in the network's order (U_j n_j×r, V_j m_j×r).
+  matrix<S> forward(const std::vector<uv_list<S>>& batch, const gl_net_options& options = {}) const {
+    for (std::size_t i = 0; i < batch.size(); ++i)
+      if (static_cast<index>(batch[i].size()) != modules())
+        throw error(error_code::shape_mismatch, "gl_net: input " + std::to_string(i) + " has " +
+                                                    std::to_string(batch[i].size()) + " modules, the network " +
+                                                    std::to_string(modules()));
+    return run(static_cast<index>(batch.size()), options, [&](index i, index j) {
+      return first.apply(j, batch[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)]);
+    });
+  }
+
+  /// The equivariant part alone: the h×r_j pairs (Ũ_j, Ṽ_j) the head pools, for one input.
+  uv_list<S> equivariant_features(const uv_list<S>& input, const gl_net_options& options = {}) const {
+    uv_list<S> x = first(input);
+    apply_hidden(x, options);
+    return x;
+  }
+
+ private:
+  void apply_hidden(uv_list<S>& x, const gl_net_options& options) const {
+    for (const auto& layer : hidden)
+      for (index j = 0; j < modules(); ++j) {
+        auto& m = x[static_cast<std::size_t>(j)];
+        gl_gate(m);
+        equivariant_dropout_inference(m, options.dropout);
+        m = layer.apply(j, m);
+      }
+  }
+
+  void check_adapter(const io::adapter<S>& a, const std::vector<std::size_t>& order,
+                     const std::string& name) const {
+    if (static_cast<index>(a.modules.size()) != modules())
+      throw error(error_code::shape_mismatch, "gl_net: " + name + " has " + std::to_string(a.modules.size()) +
+                                                  " LoRA modules but the network takes " +
+                                                  std::to_string(modules()));
+    for (index j = 0; j < modules(); ++j) {
+      const auto& m = a.modules[order[static_cast<std::size_t>(j)]];
+      const auto [n, k] = module_shape(j);
+      if (m.rows() != n || m.cols() != k)
+        throw error(error_code::shape_mismatch,
+                    "gl_net: " + name + ", module \"" + m.name + "\" (number " + std::to_string(j) +
+                        " in key order) is " + shape_string(m.rows(), m.cols()) +
+                        " but the network's module " + std::to_string(j) + " takes " + shape_string(n, k));
+    }
+  }
+
+  /// The pipeline over N inputs whose first layer is first_layer(i, j) → (Φ_j·U_ij, Ψ_j·V_ij).
+  template <class FirstLayer>
+  matrix<S> run(index N, const gl_net_options& options, FirstLayer&& first_layer) const {
+    validate();
+    if (!(options.dropout >= 0 && options.dropout < 1))
+      throw error(error_code::invalid_argument,
+                  "gl_net: dropout must be in [0, 1), got " + std::to_string(options.dropout));
+    const index L = modules(), block = std::max<index>(1, options.block);
+    matrix<S> out(N, outputs());
+    std::vector<uv_list<S>> x;
+    row_matrix<S> pooled;
+    for (index start = 0; start < N; start += block) {
+      const index count = std::min(block, N - start);
+      x.assign(static_cast<std::size_t>(count), uv_list<S>(static_cast<std::size_t>(L)));
+      parallel_for(L, [&](index j) {  // module-major: Φ_j, Ψ_j stay in cache across the block
+        for (index i = 0; i < count; ++i)
+          x[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)] = first_layer(start + i, j);
+      });
+      pooled.resize(count, head.input_size());
+      parallel_for(count, [&](index i) {
+        auto& xi = x[static_cast<std::size_t>(i)];
+        apply_hidden(xi, options);
+        invariant_head<S>::pool_into(xi, head.pool, pooled.row(i).data());
+      });
+      out.middleRows(start, count) = head.forward(pooled);
+    }
+    return out;
+  }
+};
+
+}  // namespace lola::nn
