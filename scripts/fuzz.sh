@@ -26,7 +26,7 @@ if ! probe; then
 fi
 rm -f "$out/probe" "$out/probe.cpp"
 
-targets=(fuzz_safetensors fuzz_adapter fuzz_json)
+targets=(fuzz_safetensors fuzz_adapter fuzz_json fuzz_gl_net)
 
 echo "== building ${targets[*]} and make_seeds"
 start=$SECONDS
@@ -50,6 +50,7 @@ seed_dirs() {
     fuzz_safetensors) echo "$out/seeds/safetensors $out/seeds/adapter" ;;
     fuzz_adapter) echo "$out/seeds/adapter" ;;
     fuzz_json) echo "$out/seeds/json" ;;
+    fuzz_gl_net) echo "$out/seeds/gl_net" ;;
   esac
 }
 dict_for() {

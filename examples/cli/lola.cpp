@@ -6,9 +6,11 @@
 #include <lola/canon/canonical_form.hpp>
 #include <lola/canon/o_align.hpp>
 #include <lola/core/parallel.hpp>
+#include <lola/features/featurize.hpp>
 #include <lola/features/spectrum.hpp>
 #include <lola/io/load.hpp>
 #include <lola/linalg/low_rank_svd.hpp>
+#include <lola/nn/gl_net_weights.hpp>
 #include <lola/ops/combine.hpp>
 #include <lola/ops/resize.hpp>
 #include <lola/version.hpp>
@@ -20,6 +22,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -47,6 +50,8 @@ Commands:
   resize        truncate every module to a fixed or spectrum-chosen rank
   merge         the weighted sum of several adapters, module by module
   align         O-Align every module to a template adapter
+  glnet         run a GL-net (LoL reference weights) on adapters
+  features      an N x F feature matrix of many adapters, for learning on LoRAs
 
 PATH is a PEFT directory (adapter_config.json + adapter_model.safetensors) or a .safetensors
 file (PEFT or kohya; a PEFT file takes its scaling from an adapter_config.json beside it).
@@ -91,6 +96,35 @@ first adapter's dialect and form; prints the retained Frobenius fraction per mod
   --weights W   comma-separated weights, one per PATH (default all 1)
   --rank K      the output rank (default: the largest input rank of the module)
   -o, --output OUT
+)"},
+    {"glnet", R"(Usage: lola glnet WEIGHTS PATH... [--json] [--scaled] [--dropout P]
+
+Runs the GL-net whose weights WEIGHTS holds (a .safetensors state_dict of the LoL reference
+GLInvariantMLP) on every adapter and prints one output vector per adapter. Modules are matched to
+the network's in lexicographic key order, as the reference loader sees them; every adapter needs
+the network's module count and shapes. A PATH that is a directory of adapters (PEFT directories or
+.safetensors files) stands for all of them, in name order.
+  --json        print {"outputs": [{"path", "output": [...]}, ...]}
+  --scaled      fold each module's scale s into U = s*B (the reference ignores s)
+  --dropout P   the EquivDropout p the model was trained with (LLM models with K >= 2 layers)
+)"},
+    {"features", R"(Usage: lola features PATH... --kind raw|svd|dense|align|canonical [--rank R]
+                      [--template T] [--scaled] -o OUT.safetensors
+
+Writes the N x F feature matrix of N adapters with one module layout as the float32 tensor
+"features" of OUT, one row per adapter, with the adapter paths, the kind and the module layout in
+its __metadata__ ("paths", "kind", "modules": [[name, offset, size], ...]). Modules are laid out in
+lexicographic key order (as the LoL reference code numbers them); every adapter needs the same
+module names and shapes. A PATH that is a directory of adapters stands for all of them.
+  --kind raw        B and A^T of every module, flattened row-major (not invariant)
+  --kind svd        the singular values of every module, padded or truncated to R (GL-invariant)
+  --kind dense      dW = B*A flattened (GL-invariant; d*k features per module, size-guarded)
+  --kind align      the factors O-Aligned to the template T (O(r)-invariant)
+  --kind canonical  the balanced canonical factors (GL-invariant up to degeneracy)
+  --rank R          svd: the number of singular values per module (default: the first adapter's rank)
+  --template T      align: the template adapter
+  --scaled          fold each module's scale s into U = s*B (the reference ignores s)
+  -o, --output OUT  the .safetensors file to write
 )"},
     {"align", R"(Usage: lola align PATH --template T -o OUT
 
@@ -438,9 +472,185 @@ int align(const std::vector<std::string>& argv) {
   return 0;
 }
 
+// ---------------------------------------------------------------- many adapters
+// A PATH that is a directory without adapter_model.safetensors stands for the adapters in it: its
+// subdirectories that hold adapter_model.safetensors and its .safetensors files, in name order.
+std::vector<std::string> expand_adapter_paths(const std::vector<std::string>& paths) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> out;
+  for (const auto& path : paths) {
+    std::error_code ec;
+    if (!fs::is_directory(path, ec) || fs::exists(fs::path(path) / "adapter_model.safetensors", ec)) {
+      out.push_back(path);
+      continue;
+    }
+    std::vector<std::string> found;
+    for (const auto& entry : fs::directory_iterator(path, ec)) {
+      const fs::path& p = entry.path();
+      std::error_code entry_ec;
+      if ((fs::is_directory(p, entry_ec) && fs::exists(p / "adapter_model.safetensors", entry_ec)) ||
+          (fs::is_regular_file(p, entry_ec) && p.extension() == ".safetensors"))
+        found.push_back(p.string());
+    }
+    if (ec)
+      throw lola::error(lola::error_code::io, path + ": cannot list the directory: " + ec.message());
+    if (found.empty())
+      throw lola::error(lola::error_code::invalid_argument,
+                        path + ": a directory with no adapters (no adapter_model.safetensors in it or "
+                               "in its subdirectories, no .safetensors files)");
+    std::sort(found.begin(), found.end());
+    out.insert(out.end(), found.begin(), found.end());
+  }
+  return out;
+}
+
+// Loads paths[first, first + count) in parallel (an error names its path), with progress.
+std::vector<adapter> load_chunk(const std::vector<std::string>& paths, std::size_t first, std::size_t count,
+                                progress& p) {
+  std::vector<adapter> out(count);
+  lola::parallel_for(static_cast<lola::index>(count), [&](lola::index i) {
+    const std::string& path = paths[first + static_cast<std::size_t>(i)];
+    out[static_cast<std::size_t>(i)] = io::load_adapter<double>(path);
+    p.tick();
+  });
+  for (const auto& a : out)
+    for (const auto& w : a.warnings) std::fprintf(stderr, "lola: warning: %s\n", w.c_str());
+  return out;
+}
+
+// Adapters are loaded, processed and released this many at a time, so memory does not grow with
+// the number of PATHs.
+constexpr std::size_t adapters_per_chunk = 64;
+
+// ---------------------------------------------------------------- glnet
+int glnet(const std::vector<std::string>& argv) {
+  const arguments args(argv, {"--dropout"}, {"--json", "--scaled"});
+  if (args.positional().size() < 2) throw usage_error("glnet needs WEIGHTS and at least one PATH");
+  lola::nn::gl_net_options options;
+  options.fold_scale = args.flag("--scaled");
+  if (args.has("--dropout")) {
+    options.dropout = args.number("--dropout");
+    if (!(options.dropout >= 0 && options.dropout < 1))
+      throw usage_error("--dropout must be in [0, 1), got " + args.value("--dropout"));
+  }
+  const std::string& weights_path = args.positional()[0];
+  const auto weights = lola::nn::load_gl_net<double>(weights_path);
+  for (const auto& key : weights.ignored_keys)
+    std::fprintf(stderr, "lola: note: %s: \"%s\" is saved by the reference but unused by its forward pass\n",
+                 weights_path.c_str(), key.c_str());
+  const auto& net = weights.net;
+  const std::vector<std::string> paths =
+      expand_adapter_paths({args.positional().begin() + 1, args.positional().end()});
+
+  io::json_value outputs = io::json_value::array();
+  progress p("glnet", paths.size());
+  for (std::size_t first = 0; first < paths.size(); first += adapters_per_chunk) {
+    const std::size_t count = std::min(adapters_per_chunk, paths.size() - first);
+    const std::vector<adapter> chunk = load_chunk(paths, first, count, p);
+    std::vector<const adapter*> batch;
+    for (const auto& a : chunk) batch.push_back(&a);
+    const lola::nn::matrix<double> y =
+        net.forward(batch, options, {paths.begin() + static_cast<std::ptrdiff_t>(first),
+                                     paths.begin() + static_cast<std::ptrdiff_t>(first + count)});
+    for (std::size_t i = 0; i < count; ++i) {
+      const auto row = y.row(static_cast<lola::index>(i));
+      if (args.flag("--json")) {
+        io::json_value values = io::json_value::array();
+        for (lola::index k = 0; k < row.size(); ++k) values.push_back(row(k));
+        io::json_value entry = io::json_value::object();
+        entry.set("path", paths[first + i]);
+        entry.set("output", std::move(values));
+        outputs.push_back(std::move(entry));
+      } else {
+        std::string line = paths[first + i] + ":";
+        for (lola::index k = 0; k < row.size(); ++k) line += " " + fmt(row(k), "%.9g");
+        std::printf("%s\n", line.c_str());
+      }
+    }
+  }
+  if (args.flag("--json")) {
+    io::json_value out = io::json_value::object();
+    out.set("outputs", std::move(outputs));
+    std::printf("%s\n", out.dump().c_str());
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- features
+int features(const std::vector<std::string>& argv) {
+  const arguments args(argv, {"--output", "--kind", "--rank", "--template"}, {"--scaled"}, {{"-o", "--output"}});
+  if (args.positional().empty()) throw usage_error("features needs at least one PATH");
+  const std::string& out = args.value("--output");
+  const auto kind = lola::parse_feature_kind(args.value("--kind"));
+  if (!kind) throw usage_error("--kind must be raw, svd, dense, align or canonical, got \"" + args.value("--kind") + "\"");
+  if (args.has("--template") != (*kind == lola::feature_kind::align))
+    throw usage_error(*kind == lola::feature_kind::align ? "--kind align needs --template T"
+                                                         : "--template is for --kind align only");
+  if (args.has("--rank") && *kind != lola::feature_kind::svd) throw usage_error("--rank is for --kind svd only");
+  lola::featurize_options<double> options;
+  options.kind = *kind;
+  options.fold_scale = args.flag("--scaled");
+  if (args.has("--rank")) options.rank = args.integer("--rank", 1);
+  adapter templ;
+  if (args.has("--template")) {
+    templ = load(args.value("--template"));
+    options.templ = &templ;
+  }
+  const std::vector<std::string> paths = expand_adapter_paths(args.positional());
+
+  // Every chunk is featurized after the first adapter, which fixes the layout (module order, svd
+  // lengths) and against which every other adapter is checked; its extra row is dropped.
+  progress p("features", paths.size());
+  const std::vector<adapter> first_only = load_chunk(paths, 0, 1, p);
+  const adapter& first = first_only.front();
+  const std::vector<lola::feature_block> layout = lola::feature_layout(first, options);
+  const std::uint64_t F = layout.empty() ? 0 : static_cast<std::uint64_t>(layout.back().offset + layout.back().size);
+  const std::uint64_t N = paths.size(), max_elements = std::uint64_t(1) << 30;
+  if (F > 0 && N > max_elements / F)
+    throw lola::error(lola::error_code::invalid_argument,
+                      std::to_string(N) + " adapters x " + std::to_string(F) + " " + lola::to_string(*kind) +
+                          " features exceed the limit of " + std::to_string(max_elements) +
+                          " values (4 GiB of float32); use fewer adapters per file");
+  Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> table(static_cast<lola::index>(N),
+                                                                              static_cast<lola::index>(F));
+  for (std::size_t start = 0; start < paths.size(); start += adapters_per_chunk) {
+    const std::size_t count = std::min(adapters_per_chunk, paths.size() - start);
+    const std::size_t fresh = start == 0 ? 1 : start;  // paths[0] is loaded already
+    const std::vector<adapter> chunk = load_chunk(paths, fresh, start + count - fresh, p);
+    std::vector<const adapter*> batch{&first};
+    options.labels = {paths[0]};
+    for (std::size_t i = 0; i < chunk.size(); ++i) {
+      batch.push_back(&chunk[i]);
+      options.labels.push_back(paths[fresh + i]);
+    }
+    const auto rows = lola::featurize(batch, options);  // 1 + chunk.size() rows; the last `count` are this chunk's
+    table.middleRows(static_cast<lola::index>(start), static_cast<lola::index>(count)) =
+        rows.bottomRows(static_cast<lola::index>(count)).template cast<float>();
+  }
+
+  io::json_value path_list = io::json_value::array(), modules = io::json_value::array();
+  for (const auto& path : paths) path_list.push_back(path);
+  for (const auto& b : layout) {
+    io::json_value entry = io::json_value::array();
+    entry.push_back(b.name);
+    entry.push_back(static_cast<long long>(b.offset));
+    entry.push_back(static_cast<long long>(b.size));
+    modules.push_back(std::move(entry));
+  }
+  io::metadata_map metadata = {{"kind", lola::to_string(*kind)}, {"paths", path_list.dump()}, {"modules", modules.dump()},
+                               {"scaled", args.flag("--scaled") ? "true" : "false"}};
+  if (args.has("--template")) metadata.emplace_back("template", args.value("--template"));
+  io::write_safetensors(out, {io::tensor::from_matrix("features", io::dtype::F32, {N, F}, table)}, metadata);
+  std::printf("wrote %llu x %llu %s features of %zu adapters (%zu modules) to %s\n",
+              static_cast<unsigned long long>(N), static_cast<unsigned long long>(F), lola::to_string(*kind),
+              paths.size(), layout.size(), out.c_str());
+  return 0;
+}
+
 const std::map<std::string, std::function<int(const std::vector<std::string>&)>> commands = {
     {"inspect", inspect}, {"canonicalize", canonicalize}, {"resize", resize},
-    {"merge", merge},     {"align", align},
+    {"merge", merge},     {"align", align},               {"glnet", glnet},
+    {"features", features},
 };
 
 }  // namespace

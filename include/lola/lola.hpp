@@ -38,6 +38,16 @@
 #include "lola/features/spectrum.hpp"
 #include "lola/features/subspace_similarity.hpp"
 
+#include "lola/nn/dropout.hpp"
+#include "lola/nn/equivariant_linear.hpp"
+#include "lola/nn/gate.hpp"
+#include "lola/nn/gl_net.hpp"
+#include "lola/nn/gl_net_weights.hpp"
+#include "lola/nn/gl_norm.hpp"
+#include "lola/nn/invariant_head.hpp"
+#include "lola/nn/mixing_linear.hpp"
+#include "lola/nn/uv_pair.hpp"
+
 #include "lola/ops/combine.hpp"
 #include "lola/ops/resize.hpp"
 

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 #include <fstream>
 #include <string>
 #include <sys/stat.h>
@@ -22,6 +23,7 @@
 
 #include "lola/io/dtype.hpp"
 #include "lola/io/safetensors.hpp"
+#include "lola/nn/gl_net_weights.hpp"
 
 namespace {
 
@@ -216,6 +218,23 @@ void json_seeds() {
   write_text("json/whitespace.json", " \t\r\n{ \"a\" : [ 1 , 2 ] , \"b\" : { } } \n");
 }
 
+/// GL-net weights under the reference state_dict names: K = 1 flattened, K = 2 mean-pooled with the
+/// keys the reference saves but never uses, K = 3 with h = 1.
+void gl_net_seeds() {
+  std::mt19937_64 rng(7);
+  using lola::nn::gl_net;
+  using lola::nn::pooling;
+  const auto one = gl_net<float>::random({3, 4}, {5, 2}, 2, 1, 3, 1, pooling::flatten, rng);
+  write("gl_net/k1_flatten.safetensors", io::serialize_safetensors(lola::nn::gl_net_tensors(one)));
+  const auto two = gl_net<float>::random({2, 3, 2}, {2, 2, 4}, 3, 2, 4, 2, pooling::mean, rng);
+  auto tensors = lola::nn::gl_net_tensors(two, io::dtype::BF16);
+  tensors.push_back(math("equiv_mlp.norms.0.scale_u", io::dtype::F32, {1, 3, 3, 1}));
+  tensors.push_back(math("invariant_head.invariant_outputs.0.x", io::dtype::F32, {2, 3}));
+  write("gl_net/k2_mean_ignored.safetensors", io::serialize_safetensors(tensors));
+  const auto three = gl_net<double>::random({2}, {3}, 1, 3, 2, 1, pooling::flatten, rng);
+  write("gl_net/k3_h1_f64.safetensors", io::serialize_safetensors(lola::nn::gl_net_tensors(three, io::dtype::F64)));
+}
+
 void dictionaries() {
   write_text("safetensors.dict",
              "\"\\\"dtype\\\"\"\n\"\\\"shape\\\"\"\n\"\\\"data_offsets\\\"\"\n\"\\\"__metadata__\\\"\"\n"
@@ -225,7 +244,9 @@ void dictionaries() {
              "\".lora_embedding_A\"\n\".lora_embedding_B\"\n\".lora_magnitude_vector\"\n\".lora_B.bias\"\n"
              "\".dora_scale\"\n\".hada_w1_a\"\n\".lokr_w1\"\n\".lora_mid.weight\"\n\"base_model.model.\"\n"
              "\"18446744073709551615\"\n\"9223372036854775807\"\n\"[]\"\n\"{}\"\n\"[0,0]\"\n"
-             "\"version https://git-lfs\"\n\"PK\\x03\\x04\"\n\"\\x80\\x02\"\n\"<!DOCTYPE html>\"\n\"GGUF\"\n");
+             "\"version https://git-lfs\"\n\"PK\\x03\\x04\"\n\"\\x80\\x02\"\n\"<!DOCTYPE html>\"\n\"GGUF\"\n"
+             "\"equiv_mlp.first_layer.\"\n\".w_1\"\n\".w_2\"\n\"equiv_mlp.equivariant_layers_u.\"\n\"equiv_mlp.equivariant_layers_v.\"\n\"equiv_mlp.norms.\"\n\".scale_u\"\n"
+             "\"invariant_head.linear1.weight\"\n\"invariant_head.linear1.bias\"\n\"invariant_head.ln1.weight\"\n\"invariant_head.ln1.bias\"\n\"invariant_head.linear2.weight\"\n\"invariant_head.linear2.bias\"\n\"invariant_head.invariant_outputs.\"\n");
   write_text("json.dict",
              "\"true\"\n\"false\"\n\"null\"\n\"\\\\u\"\n\"\\\\ud83d\\\\ude00\"\n\"\\\\udc00\"\n\"1e400\"\n\"-0\"\n"
              "\"0.5e-3\"\n\"18446744073709551616\"\n\"{\\\"\\\":\"\n\"[[\"\n\"]]\"\n\"\\xc3\\xa9\"\n\"\\xed\\xa0\\x80\"\n");
@@ -240,10 +261,11 @@ int main(int argc, char** argv) {
   }
   root = argv[1];
   make_dir(root);
-  for (const char* sub : {"safetensors", "adapter", "json"}) make_dir(root + "/" + sub);
+  for (const char* sub : {"safetensors", "adapter", "json", "gl_net"}) make_dir(root + "/" + sub);
   safetensors_seeds();
   adapter_seeds();
   json_seeds();
+  gl_net_seeds();
   dictionaries();
   std::printf("make_seeds: wrote %d files under %s\n", written, root.c_str());
   return 0;

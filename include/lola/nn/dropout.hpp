@@ -12,15 +12,21 @@
 
 namespace lola::nn {
 
-/// Scales U and V by 1 − p; p ∈ [0, 1).
-template <class S>
-void equivariant_dropout_inference(uv_pair<S>& x, double p) {
+/// The factor 1 − p that U and V are each multiplied by at inference; p ∈ [0, 1).
+inline double dropout_inference_scale(double p) {
   if (!(p >= 0 && p < 1))
     throw error(error_code::invalid_argument,
-                "equivariant_dropout_inference: p must be in [0, 1), got " + std::to_string(p));
-  if (p == 0) return;
-  x.U *= static_cast<S>(1 - p);
-  x.V *= static_cast<S>(1 - p);
+                "equivariant dropout: p must be in [0, 1), got " + std::to_string(p));
+  return 1 - p;
+}
+
+/// Scales U and V by 1 − p.
+template <class S>
+void equivariant_dropout_inference(uv_pair<S>& x, double p) {
+  const S keep = static_cast<S>(dropout_inference_scale(p));
+  if (keep == S(1)) return;
+  x.U *= keep;
+  x.V *= keep;
 }
 
 }  // namespace lola::nn

@@ -22,19 +22,29 @@ struct step {
 };
 
 /// Row sums U·(Vᵀ·1) of P = U·Vᵀ, without forming P.
-template <class S>
-vector<S> row_sums_of_product(const matrix<S>& U, const matrix<S>& V) {
+template <class MU, class MV>
+vector<typename MU::Scalar> row_sums_of_product(const Eigen::MatrixBase<MU>& U, const Eigen::MatrixBase<MV>& V) {
   return U * V.colwise().sum().transpose();
 }
+
+namespace detail {
+
+/// The gate on U (n×r) and V (m×r) held anywhere (a column block of a batch, say).
+template <class S, class Sigma>
+void gate_rows(Eigen::Ref<matrix<S>> U, Eigen::Ref<matrix<S>> V, Sigma& sigma) {
+  const vector<S> rows = row_sums_of_product(U, V);  // P·1
+  const vector<S> cols = row_sums_of_product(V, U);  // Pᵀ·1
+  for (index i = 0; i < U.rows(); ++i) U.row(i) *= static_cast<S>(sigma(rows(i)));
+  for (index j = 0; j < V.rows(); ++j) V.row(j) *= static_cast<S>(sigma(cols(j)));
+}
+
+}  // namespace detail
 
 /// Applies the gate to one module in place; sigma maps a scalar to a scalar.
 template <class S, class Sigma = step>
 void gl_gate(uv_pair<S>& x, Sigma sigma = {}) {
   detail::require_same_rank(x, "gl_gate");
-  const vector<S> rows = row_sums_of_product(x.U, x.V);  // P·1
-  const vector<S> cols = row_sums_of_product(x.V, x.U);  // Pᵀ·1
-  for (index i = 0; i < x.U.rows(); ++i) x.U.row(i) *= static_cast<S>(sigma(rows(i)));
-  for (index j = 0; j < x.V.rows(); ++j) x.V.row(j) *= static_cast<S>(sigma(cols(j)));
+  detail::gate_rows<S>(x.U, x.V, sigma);
 }
 
 /// Applies the gate to every module.

@@ -15,9 +15,10 @@
 /// default. gl_net_options::fold_scale uses U_j = s_j·B_j instead (ΔW_j = U_j·V_jᵀ).
 ///
 /// Cost per adapter: O(h·Σ(n_j + m_j)·r) for the first layer, O(K·L·h²·r) for the rest,
-/// O(L·h²·r + H·L·h²) for the head. A batch runs module-major through the first layer (each Φ_j, Ψ_j
-/// read once per block of adapters), adapter-parallel through the rest, and W₁ as one GEMM per
-/// block: memory is bounded by the block, not by the batch.
+/// O(L·h²·r + H·L·h²) for the head. A batch runs in blocks of adapters, module by module (modules
+/// in parallel): each layer is one GEMM per module over the whole block, so each weight is read
+/// once per block, and the head's linear1 is applied module by module without an N×L·h² matrix.
+/// Memory is bounded by the block, not by the batch.
 
 #include <algorithm>
 #include <string>
@@ -39,7 +40,7 @@ struct gl_net_options {
   /// --dropout): at inference U and V are multiplied by 1 − p before each later linear layer.
   /// 0 for the diffusion models, which have no dropout. No effect when K = 1.
   double dropout = 0;
-  index block = 64;  ///< adapters per block of a batch (bounds the memory of the head's GEMM)
+  index block = 64;  ///< adapters per block of a batch (bounds the memory a forward pass holds)
 };
 
 template <class S>
@@ -116,11 +117,19 @@ class gl_net {
       orders[i] = io::lexicographic_module_order(*batch[i]);
       check_adapter(*batch[i], orders[i], i < names.size() ? names[i] : "adapter " + std::to_string(i));
     }
-    return run(static_cast<index>(batch.size()), options, [&](index i, index j) {
-      const auto& m = batch[static_cast<std::size_t>(i)]->modules[orders[static_cast<std::size_t>(i)]
-                                                                      [static_cast<std::size_t>(j)]];
-      return first.apply_factors(j, m.B, m.A, options.fold_scale ? static_cast<S>(m.scale) : S(1));
-    });
+    auto module = [&](index i, index j) -> const io::adapter_module<S>& {
+      return batch[static_cast<std::size_t>(i)]->modules[orders[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)]];
+    };
+    return run(
+        static_cast<index>(batch.size()), options, [&](index i, index j) { return module(i, j).rank(); },
+        [&](index i, index j, Eigen::Ref<matrix<S>> U, Eigen::Ref<matrix<S>> V) {
+          const auto& m = module(i, j);
+          if (options.fold_scale)
+            U = static_cast<S>(m.scale) * m.B;
+          else
+            U = m.B;
+          V = m.A.transpose();  // A row-major r×k: the same bytes as V = Aᵀ column-major
+        });
   }
 
   vector<S> forward(const io::adapter<S>& a, const gl_net_options& options = {}) const {
@@ -134,9 +143,24 @@ class gl_net {
         throw error(error_code::shape_mismatch, "gl_net: input " + std::to_string(i) + " has " +
                                                     std::to_string(batch[i].size()) + " modules, the network " +
                                                     std::to_string(modules()));
-    return run(static_cast<index>(batch.size()), options, [&](index i, index j) {
-      return first.apply(j, batch[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)]);
-    });
+    for (std::size_t i = 0; i < batch.size(); ++i)
+      for (index j = 0; j < modules(); ++j) {
+        const auto& x = batch[i][static_cast<std::size_t>(j)];
+        const auto [n, m] = module_shape(j);
+        if (x.U.rows() != n || x.V.rows() != m || x.U.cols() != x.V.cols())
+          throw error(error_code::shape_mismatch,
+                      "gl_net: input " + std::to_string(i) + ", module " + std::to_string(j) + ": U is " +
+                          shape_string(x.U) + " and V is " + shape_string(x.V) + " but the network takes " +
+                          std::to_string(n) + " and " + std::to_string(m) + " rows of one rank");
+      }
+    return run(
+        static_cast<index>(batch.size()), options,
+        [&](index i, index j) { return batch[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)].rank(); },
+        [&](index i, index j, Eigen::Ref<matrix<S>> U, Eigen::Ref<matrix<S>> V) {
+          const auto& x = batch[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)];
+          U = x.U;
+          V = x.V;
+        });
   }
 
   /// The equivariant part alone: the h×r_j pairs (Ũ_j, Ṽ_j) the head pools, for one input.
@@ -174,31 +198,58 @@ class gl_net {
     }
   }
 
-  /// The pipeline over N inputs whose first layer is first_layer(i, j) → (Φ_j·U_ij, Ψ_j·V_ij).
-  template <class FirstLayer>
-  matrix<S> run(index N, const gl_net_options& options, FirstLayer&& first_layer) const {
+  /// The pipeline over N inputs: rank(i, j) is r of input i's module j, and gather(i, j, U, V)
+  /// writes its U (n_j×r) and V (m_j×r) into the column blocks given. Per block of adapters and per
+  /// module j (modules in parallel): the block's U's side by side as one n_j×Σr matrix, so every
+  /// layer is one GEMM per module for the whole block (each weight read once per block); the gate
+  /// and the pooling per adapter on its column block; then module j's share of linear1,
+  /// P_j·W₁[:, cols of j]ᵀ. The shares are summed in module order, so results do not depend on the
+  /// thread count.
+  template <class Rank, class Gather>
+  matrix<S> run(index N, const gl_net_options& options, Rank&& rank, Gather&& gather) const {
     validate();
-    if (!(options.dropout >= 0 && options.dropout < 1))
-      throw error(error_code::invalid_argument,
-                  "gl_net: dropout must be in [0, 1), got " + std::to_string(options.dropout));
+    const S keep = static_cast<S>(dropout_inference_scale(options.dropout));
     const index L = modules(), block = std::max<index>(1, options.block);
+    const index per_module = head.pool == pooling::mean ? 1 : hidden_size() * hidden_size();
     matrix<S> out(N, outputs());
-    std::vector<uv_list<S>> x;
-    row_matrix<S> pooled;
+    std::vector<matrix<S>> share(static_cast<std::size_t>(L));
     for (index start = 0; start < N; start += block) {
       const index count = std::min(block, N - start);
-      x.assign(static_cast<std::size_t>(count), uv_list<S>(static_cast<std::size_t>(L)));
-      parallel_for(L, [&](index j) {  // module-major: Φ_j, Ψ_j stay in cache across the block
+      parallel_for(L, [&](index j) {
+        std::vector<index> offset(static_cast<std::size_t>(count) + 1, 0);
         for (index i = 0; i < count; ++i)
-          x[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)] = first_layer(start + i, j);
+          offset[static_cast<std::size_t>(i) + 1] = offset[static_cast<std::size_t>(i)] + rank(start + i, j);
+        auto columns = [&](matrix<S>& M, index i) {
+          return M.middleCols(offset[static_cast<std::size_t>(i)],
+                              offset[static_cast<std::size_t>(i) + 1] - offset[static_cast<std::size_t>(i)]);
+        };
+        matrix<S> U, V;
+        {
+          const auto [n, m] = module_shape(j);
+          matrix<S> U_in(n, offset.back()), V_in(m, offset.back());
+          for (index i = 0; i < count; ++i) gather(start + i, j, columns(U_in, i), columns(V_in, i));
+          U.noalias() = first.phi(j) * U_in;
+          V.noalias() = first.psi(j) * V_in;
+        }
+        step sigma;
+        for (const auto& layer : hidden) {
+          for (index i = 0; i < count; ++i) detail::gate_rows<S>(columns(U, i), columns(V, i), sigma);
+          if (keep != S(1)) {
+            U *= keep;
+            V *= keep;
+          }
+          U = layer.phi(j) * U;  // not noalias: Eigen evaluates into a temporary first
+          V = layer.psi(j) * V;
+        }
+        row_matrix<S> pooled(count, per_module);
+        for (index i = 0; i < count; ++i)
+          invariant_head<S>::pool_module_into(columns(U, i), columns(V, i), head.pool, pooled.row(i).data());
+        share[static_cast<std::size_t>(j)].noalias() =
+            pooled * head.linear1_weight.middleCols(j * per_module, per_module).transpose();
       });
-      pooled.resize(count, head.input_size());
-      parallel_for(count, [&](index i) {
-        auto& xi = x[static_cast<std::size_t>(i)];
-        apply_hidden(xi, options);
-        invariant_head<S>::pool_into(xi, head.pool, pooled.row(i).data());
-      });
-      out.middleRows(start, count) = head.forward(pooled);
+      matrix<S> z = share[0];
+      for (index j = 1; j < L; ++j) z += share[static_cast<std::size_t>(j)];
+      out.middleRows(start, count) = head.after_linear1(std::move(z));
     }
     return out;
   }

@@ -60,20 +60,27 @@ struct invariant_head {
     return n;
   }
 
+  /// Writes module (U, V)'s pooled features to out: vec row-major of U·Vᵀ (h_u·h_v values), or its
+  /// mean entry (1ᵀU)(Vᵀ1)/(h_u·h_v) (one value).
+  template <class MU, class MV>
+  static void pool_module_into(const Eigen::MatrixBase<MU>& U, const Eigen::MatrixBase<MV>& V, pooling p,
+                               S* out) {
+    const index hu = U.rows(), hv = V.rows();
+    if (p == pooling::mean) {
+      out[0] = hu == 0 || hv == 0 ? S(0)
+                                  : U.colwise().sum().dot(V.colwise().sum()) / static_cast<S>(hu * hv);
+    } else {
+      // Entry (a, b) of U·Vᵀ at a·h_v + b: the column-major layout of V·Uᵀ.
+      Eigen::Map<matrix<S>>(out, hv, hu).noalias() = V * U.transpose();
+    }
+  }
+
   /// Writes x for one adapter's modules to out[0, pooled_size()) (e.g. a row of a row-major matrix).
   static void pool_into(const uv_list<S>& modules, pooling p, S* out) {
-    index at = 0;
     for (const auto& x : modules) {
       detail::require_same_rank(x, "invariant_head");
-      const index hu = x.U.rows(), hv = x.V.rows();
-      if (p == pooling::mean) {
-        const S total = hu == 0 || hv == 0 ? S(0) : x.U.colwise().sum().dot(x.V.colwise().sum());
-        out[at++] = hu == 0 || hv == 0 ? S(0) : total / static_cast<S>(hu * hv);
-      } else {
-        // vec row-major of U·Vᵀ: entry (a, b) at a·h_v + b, i.e. the column-major layout of V·Uᵀ.
-        Eigen::Map<matrix<S>>(out + at, hv, hu).noalias() = x.V * x.U.transpose();
-        at += hu * hv;
-      }
+      pool_module_into(x.U, x.V, p, out);
+      out += p == pooling::mean ? 1 : x.U.rows() * x.V.rows();
     }
   }
 
@@ -83,7 +90,11 @@ struct invariant_head {
       throw error(error_code::shape_mismatch,
                   "invariant_head: linear1 takes " + std::to_string(input_size()) +
                       " features, got " + std::to_string(X.cols()));
-    matrix<S> z = X * linear1_weight.transpose();  // N×H
+    return after_linear1(X * linear1_weight.transpose());
+  }
+
+  /// The head from z = W₁·x (N×H, bias not yet added) on: + b₁, LayerNorm, ReLU, linear2.
+  matrix<S> after_linear1(matrix<S> z) const {
     z.rowwise() += linear1_bias.transpose();
     const index H = hidden_size();
     for (index i = 0; i < z.rows(); ++i) {

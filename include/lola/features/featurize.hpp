@@ -1,0 +1,391 @@
+#pragma once
+/// @file
+/// Featurization for LoL datasets: N adapters with one module layout → an N×F matrix, one row per
+/// adapter, for each input type of the LoL paper (research/papers.md §3).
+///
+/// Layout. Modules are matched across adapters by name and laid out in the order
+/// io::lexicographic_module_order(adapters[0]) gives: the order in which the LoL reference code,
+/// which sorts the file's keys, numbers them. Module j of that order is one block of every row:
+///   raw, align, canonical  vec(U_j) then vec(V_j), both row-major, with U = B (d×r) and V = Aᵀ (k×r)
+///                          (the LoL paper's ΔW = U·Vᵀ): (d + k)·r features, exactly
+///                          torch.cat([u_1, v_1, u_2, v_2, …], dim=0).flatten() of the reference
+///                          SimpleNet. raw: the stored factors; align: the O-Align representative
+///                          (B·Q, Qᵀ·A) against the template's module of the same name
+///                          (canon/o_align.hpp); canonical: (B*, A*) (canon/canonical_form.hpp);
+///   svd                    σ₁ ≥ … ≥ σ_R of B·A, zero-padded or truncated to R
+///                          (features/spectrum.hpp): R = options.rank, or the module's rank in
+///                          adapters[0] when options.rank < 0;
+///   dense                  vec(B·A), row-major: d·k features.
+/// The scale s is ignored, as in the reference code, unless fold_scale: then U = s·B' for the kind's
+/// left factor B', svd gives σ(s·B·A) and dense vec(s·B·A); V never carries s. Factors are taken as
+/// stored: conv factors flattened, and the `transposed` flag (embedding, fan_in_fan_out) not applied.
+///
+/// Invariance under the per-module symmetry GL(r₁) × … × GL(r_L) (DESIGN.md §1):
+///   raw        none: any G_j ≠ I moves the row;
+///   svd, dense GL(r)-invariant: functions of ΔW alone;
+///   align      O(r)-invariant only: (B·Q₀, Q₀ᵀ·A) gives the same row, a general G does not;
+///   canonical  GL(r)-invariant up to rounding, except near a degenerate spectrum, where the
+///              representative is ill-defined (sign ties, repeated σ; canonical_form.hpp).
+///
+/// Cost per module and adapter (d×k, rank r):
+///   raw        O((d + k)·r): a copy (the transpose of A into V included);
+///   svd        O((d + k)·r² + r³), no d×k matrix;
+///   align      O((d + k)·r² + r³), plus a (d + k)·r copy of the aligned factors;
+///   canonical  O((d + k)·r² + r³), likewise;
+///   dense      O(d·k·r) time, the d·k values written straight into the row by one GEMM.
+/// The (adapter, module) items run in parallel (core/parallel.hpp), each writing its own block.
+/// featurize allocates the N·F values once and refuses, before allocating, when N·F exceeds
+/// options.max_elements (dense mostly: one SD-1.4 UNet adapter has 46,755,840 dense features).
+///
+/// Rules, checked before any feature is computed: every adapter has the same module names (as a
+/// set, each name once) and, per module, the same d and k; raw, align and canonical also need the
+/// same rank per module (svd and dense accept any); align needs a template holding every module
+/// with adapters[0]'s d, k and r (extra template modules are ignored). Violations are lola::error
+/// naming the adapter (index, and its label when options.labels gives one), the module and both
+/// shapes. An empty list of adapters gives a 0×0 matrix: without a first adapter there is no layout.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "lola/canon/canonical_form.hpp"
+#include "lola/canon/o_align.hpp"
+#include "lola/core/error.hpp"
+#include "lola/core/parallel.hpp"
+#include "lola/core/shape.hpp"
+#include "lola/features/spectrum.hpp"
+#include "lola/io/adapter.hpp"
+
+namespace lola {
+
+/// The LoL input types (research/papers.md §3.1–3.4, and the SVD canonical form of canon/).
+enum class feature_kind { raw, svd, dense, align, canonical };
+
+inline const char* to_string(feature_kind kind) noexcept {
+  switch (kind) {
+    case feature_kind::raw: return "raw";
+    case feature_kind::svd: return "svd";
+    case feature_kind::dense: return "dense";
+    case feature_kind::align: return "align";
+    case feature_kind::canonical: return "canonical";
+  }
+  return "unknown";
+}
+
+/// The kind spelled as to_string spells it; nullopt for anything else.
+inline std::optional<feature_kind> parse_feature_kind(std::string_view name) noexcept {
+  for (auto kind : {feature_kind::raw, feature_kind::svd, feature_kind::dense, feature_kind::align,
+                    feature_kind::canonical})
+    if (name == to_string(kind)) return kind;
+  return std::nullopt;
+}
+
+template <class S>
+struct featurize_options {
+  feature_kind kind = feature_kind::svd;
+  /// svd: σ per module, zero-padded or truncated to this length; < 0: each module's rank in the
+  /// first adapter.
+  index rank = -1;
+  /// align: the template adapter (required); its modules are matched by name.
+  const io::adapter<S>* templ = nullptr;
+  /// canonical: which canonical form.
+  canonical_form form = canonical_form::balanced;
+  /// false: the LoL reference (s ignored); true: U = s·B (ΔW = s·B·A), σ and dense of s·B·A.
+  bool fold_scale = false;
+  /// featurize throws invalid_argument, before allocating, when N·F exceeds this.
+  std::uint64_t max_elements = std::uint64_t(1) << 30;
+  /// Optional names of the adapters (file paths, say) for error messages: empty, or one per adapter.
+  std::vector<std::string> labels;
+};
+
+/// Where module `name` lies in a feature row: columns [offset, offset + size).
+struct feature_block {
+  std::string name;
+  index offset = 0;
+  index size = 0;
+  index rows = 0;  ///< d
+  index cols = 0;  ///< k
+  index rank = 0;  ///< r in the first adapter; svd: R, the number of singular values
+};
+
+/// One row of features per adapter, row-major.
+template <class S>
+using feature_matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+namespace detail {
+
+inline std::string featurize_context(feature_kind kind) {
+  return std::string("featurize(") + to_string(kind) + ")";
+}
+
+inline std::string adapter_name(std::size_t i, const std::vector<std::string>& labels) {
+  std::string out = "adapter " + std::to_string(i);
+  if (i < labels.size() && !labels[i].empty()) out += " (" + labels[i] + ")";
+  return out;
+}
+
+/// "dxk rank r", the shape of a module in featurize's messages.
+inline std::string module_shape(index d, index k, index r) {
+  return shape_string(d, k) + " rank " + std::to_string(r);
+}
+
+/// The block of module m (of the first adapter) at `offset`.
+template <class S>
+feature_block make_block(const io::adapter_module<S>& m, const featurize_options<S>& options,
+                         index offset) {
+  feature_block b{m.name, offset, 0, m.rows(), m.cols(), m.rank()};
+  switch (options.kind) {
+    case feature_kind::raw:
+    case feature_kind::align:
+    case feature_kind::canonical: b.size = (b.rows + b.cols) * b.rank; break;
+    case feature_kind::svd:
+      if (options.rank >= 0) b.rank = options.rank;
+      b.size = b.rank;
+      break;
+    case feature_kind::dense: b.size = b.rows * b.cols; break;
+  }
+  return b;
+}
+
+/// (U, V) = (s·B, Aᵀ) written row-major at dst: d·r values, then k·r.
+template <class S, class MB, class MA>
+void write_factor_block(S* dst, S s, const MB& B, const MA& A) {
+  using map = Eigen::Map<feature_matrix<S>>;
+  const index d = B.rows(), r = B.cols(), k = A.cols();
+  map U(dst, d, r);
+  if (s == S(1))
+    U = B;
+  else
+    U = s * B;
+  map(dst + d * r, k, r) = A.transpose();
+}
+
+inline std::string strip_prefix(const char* what) {
+  const std::string_view text(what), prefix("lola: ");
+  return std::string(text.substr(0, prefix.size()) == prefix ? text.substr(prefix.size()) : text);
+}
+
+}  // namespace detail
+
+/// The blocks of a feature row, in layout order (see the file comment); `first` fixes the layout.
+/// Throws invalid_argument when a module name occurs twice in `first`.
+template <class S>
+std::vector<feature_block> feature_layout(const io::adapter<S>& first,
+                                          const featurize_options<S>& options) {
+  const auto order = io::lexicographic_module_order(first);
+  std::vector<feature_block> blocks;
+  blocks.reserve(order.size());
+  index offset = 0;
+  for (std::size_t j = 0; j < order.size(); ++j) {
+    const auto& m = first.modules[order[j]];
+    // Keys sort like names but for the suffix, so equal names are neighbours in this order.
+    if (j > 0 && m.name == blocks.back().name)
+      throw error(error_code::invalid_argument,
+                  detail::featurize_context(options.kind) + ": " +
+                      detail::adapter_name(0, options.labels) + " has module '" + m.name +
+                      "' twice; modules are matched across adapters by name");
+    blocks.push_back(detail::make_block(m, options, offset));
+    offset += blocks.back().size;
+  }
+  return blocks;
+}
+
+namespace detail {
+
+/// The checks that need no layout: labels, template, null pointers.
+template <class S>
+void check_featurize_inputs(const std::vector<const io::adapter<S>*>& adapters,
+                            const featurize_options<S>& options) {
+  const std::string context = featurize_context(options.kind);
+  if (!options.labels.empty() && options.labels.size() != adapters.size())
+    throw error(error_code::invalid_argument,
+                context + ": " + std::to_string(options.labels.size()) + " labels for " +
+                    std::to_string(adapters.size()) + " adapters");
+  if (options.kind == feature_kind::align && options.templ == nullptr)
+    throw error(error_code::invalid_argument,
+                context + ": O-Align needs a template adapter (featurize_options::templ)");
+  for (std::size_t i = 0; i < adapters.size(); ++i)
+    if (adapters[i] == nullptr)
+      throw error(error_code::invalid_argument,
+                  context + ": " + adapter_name(i, options.labels) + " is a null pointer");
+}
+
+/// Matches every adapter's modules to `blocks` (the layout of adapters[0]), checks them, and fills
+/// the N rows of F values at out, out + stride, ….
+template <class S>
+void featurize_rows(const std::vector<const io::adapter<S>*>& adapters,
+                    const featurize_options<S>& options, const std::vector<feature_block>& blocks,
+                    S* out, index stride) {
+  const std::string context = featurize_context(options.kind);
+  const auto name_of = [&](std::size_t i) { return adapter_name(i, options.labels); };
+  const io::adapter<S>& first = *adapters.front();
+  const index L = static_cast<index>(blocks.size());
+  const index N = static_cast<index>(adapters.size());
+  const bool same_rank = options.kind == feature_kind::raw || options.kind == feature_kind::align ||
+                         options.kind == feature_kind::canonical;
+  // Block j's rank in the first adapter (block.rank is R for svd), and the name → block map.
+  const auto order = io::lexicographic_module_order(first);
+  std::vector<index> first_rank(static_cast<std::size_t>(L));
+  std::unordered_map<std::string_view, index> position;
+  position.reserve(blocks.size());
+  for (index j = 0; j < L; ++j) {
+    position.emplace(blocks[std::size_t(j)].name, j);
+    first_rank[std::size_t(j)] = first.modules[order[std::size_t(j)]].rank();
+  }
+
+  // The template's module of each block, checked against the first adapter.
+  std::vector<const io::adapter_module<S>*> templ(options.kind == feature_kind::align ? blocks.size()
+                                                                                       : 0);
+  for (std::size_t j = 0; j < templ.size(); ++j) {
+    const feature_block& b = blocks[j];
+    templ[j] = options.templ->find(b.name);
+    if (templ[j] == nullptr)
+      throw error(error_code::invalid_argument,
+                  context + ": the template lacks module '" + b.name + "' of " + name_of(0));
+    if (templ[j]->rows() != b.rows || templ[j]->cols() != b.cols || templ[j]->rank() != b.rank)
+      throw error(error_code::shape_mismatch,
+                  context + ": module '" + b.name + "' is " + module_shape(b.rows, b.cols, b.rank) +
+                      " in " + name_of(0) + " but " +
+                      module_shape(templ[j]->rows(), templ[j]->cols(), templ[j]->rank()) +
+                      " in the template");
+  }
+
+  // modules[i·L + j]: adapter i's module of block j.
+  std::vector<const io::adapter_module<S>*> modules(static_cast<std::size_t>(N * L), nullptr);
+  parallel_for(N, [&](index i) {
+    const io::adapter<S>& a = *adapters[std::size_t(i)];
+    const io::adapter_module<S>** row = modules.data() + i * L;
+    for (const auto& m : a.modules) {
+      const auto it = position.find(m.name);
+      if (it == position.end())
+        throw error(error_code::invalid_argument,
+                    context + ": " + name_of(std::size_t(i)) + " has module '" + m.name +
+                        "', which " + name_of(0) + " lacks");
+      const index j = it->second;
+      if (row[j] != nullptr)
+        throw error(error_code::invalid_argument, context + ": " + name_of(std::size_t(i)) +
+                                                      " has module '" + m.name + "' twice");
+      const feature_block& b = blocks[std::size_t(j)];
+      const index r0 = first_rank[std::size_t(j)];
+      if (m.rows() != b.rows || m.cols() != b.cols || (same_rank && m.rank() != r0))
+        throw error(error_code::shape_mismatch,
+                    context + ": module '" + m.name + "' is " + module_shape(b.rows, b.cols, r0) +
+                        " in " + name_of(0) + " but " +
+                        module_shape(m.rows(), m.cols(), m.rank()) + " in " +
+                        name_of(std::size_t(i)) +
+                        (same_rank ? "; raw, align and canonical features need one d, k and r per "
+                                     "module (svd and dense accept any r)"
+                                   : ""));
+      row[j] = &m;
+    }
+    for (index j = 0; j < L; ++j)
+      if (row[j] == nullptr)
+        throw error(error_code::invalid_argument,
+                    context + ": " + name_of(std::size_t(i)) + " lacks module '" +
+                        blocks[std::size_t(j)].name + "' of " + name_of(0));
+  });
+
+  parallel_for(N * L, [&](index item) {
+    const index i = item / L, j = item % L;
+    const feature_block& b = blocks[std::size_t(j)];
+    const io::adapter_module<S>& m = *modules[std::size_t(item)];
+    S* dst = out + i * stride + b.offset;
+    const S s = options.fold_scale ? static_cast<S>(m.scale) : S(1);
+    try {
+      const auto delta = factor(m.B, m.A, s);
+      switch (options.kind) {
+        case feature_kind::raw: write_factor_block(dst, s, m.B, m.A); break;
+        case feature_kind::svd:
+          Eigen::Map<Eigen::Matrix<S, Eigen::Dynamic, 1>>(dst, b.size) =
+              singular_values(delta, b.size);
+          break;
+        case feature_kind::dense: {
+          Eigen::Map<feature_matrix<S>> W(dst, b.rows, b.cols);
+          if (m.rank() == 0)
+            W.setZero();
+          else
+            W.noalias() = s * m.B * m.A;
+          break;
+        }
+        case feature_kind::align: {
+          const auto& t = *templ[std::size_t(j)];
+          const auto aligned = o_align(delta, factor(t.B, t.A)).aligned;
+          write_factor_block(dst, aligned.scale(), aligned.B(), aligned.A());
+          break;
+        }
+        case feature_kind::canonical: {
+          const auto canonical = canonicalize(delta, options.form).factors;
+          write_factor_block(dst, canonical.scale(), canonical.B(), canonical.A());
+          break;
+        }
+      }
+    } catch (const error& e) {
+      throw error(e.code(), context + ": module '" + m.name + "' (" +
+                                module_shape(m.rows(), m.cols(), m.rank()) + ") of " +
+                                name_of(std::size_t(i)) + ": " + strip_prefix(e.what()));
+    }
+  });
+}
+
+/// S where it must not be deduced.
+template <class S>
+struct non_deduced {
+  using type = S;
+};
+
+inline index feature_count(const std::vector<feature_block>& blocks) {
+  return blocks.empty() ? 0 : blocks.back().offset + blocks.back().size;
+}
+
+}  // namespace detail
+
+/// Writes the features of adapters[i] into row i of `out`, which must be N×F (F from
+/// feature_layout): for reusing one buffer across batches. max_elements is not consulted.
+template <class S>
+void featurize_into(const std::vector<const io::adapter<S>*>& adapters,
+                    const featurize_options<S>& options,
+                    Eigen::Ref<feature_matrix<typename detail::non_deduced<S>::type>> out) {
+  detail::check_featurize_inputs(adapters, options);
+  const std::vector<feature_block> blocks =
+      adapters.empty() ? std::vector<feature_block>() : feature_layout(*adapters.front(), options);
+  const index N = static_cast<index>(adapters.size()), F = detail::feature_count(blocks);
+  detail::require_shapes(out.rows() == N && out.cols() == F,
+                         "featurize_into (the output must be N x F, one row per adapter)",
+                         "the output", out.rows(), out.cols(), "N x F", N, F);
+  if (!adapters.empty())
+    detail::featurize_rows(adapters, options, blocks, out.data(), static_cast<index>(out.outerStride()));
+}
+
+/// The N×F feature matrix of `adapters`, row i for adapters[i] (see the file comment); 0×0 for
+/// an empty list.
+template <class S>
+feature_matrix<S> featurize(const std::vector<const io::adapter<S>*>& adapters,
+                            const featurize_options<S>& options = {}) {
+  detail::check_featurize_inputs(adapters, options);
+  if (adapters.empty()) return feature_matrix<S>(0, 0);
+  const std::vector<feature_block> blocks = feature_layout(*adapters.front(), options);
+  const feature_block* largest = nullptr;
+  for (const auto& b : blocks)
+    if (largest == nullptr || b.size > largest->size) largest = &b;
+  const auto N = static_cast<std::uint64_t>(adapters.size());
+  const auto F = static_cast<std::uint64_t>(detail::feature_count(blocks));
+  if (F > 0 && N > options.max_elements / F)
+    throw error(error_code::invalid_argument,
+                detail::featurize_context(options.kind) + ": " + std::to_string(N) +
+                    " adapters x " + std::to_string(F) + " features exceed max_elements = " +
+                    std::to_string(options.max_elements) + "; the largest block is module '" +
+                    largest->name + "' (" +
+                    detail::module_shape(largest->rows, largest->cols, largest->rank) + ", " +
+                    std::to_string(largest->size) + " features)");
+  feature_matrix<S> out(static_cast<index>(N), static_cast<index>(F));
+  detail::featurize_rows(adapters, options, blocks, out.data(), static_cast<index>(F));
+  return out;
+}
+
+}  // namespace lola
