@@ -32,6 +32,7 @@
 #include "lola/canon/o_align.hpp"
 
 #include "lola/features/base_projection.hpp"
+#include "lola/features/featurize.hpp"
 #include "lola/features/grams.hpp"
 #include "lola/features/marginals.hpp"
 #include "lola/features/similarity.hpp"

@@ -49,6 +49,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -181,11 +182,12 @@ std::vector<feature_block> feature_layout(const io::adapter<S>& first,
   const auto order = io::lexicographic_module_order(first);
   std::vector<feature_block> blocks;
   blocks.reserve(order.size());
+  std::unordered_set<std::string_view> seen;
+  seen.reserve(order.size());
   index offset = 0;
   for (std::size_t j = 0; j < order.size(); ++j) {
     const auto& m = first.modules[order[j]];
-    // Keys sort like names but for the suffix, so equal names are neighbours in this order.
-    if (j > 0 && m.name == blocks.back().name)
+    if (!seen.insert(m.name).second)
       throw error(error_code::invalid_argument,
                   detail::featurize_context(options.kind) + ": " +
                       detail::adapter_name(0, options.labels) + " has module '" + m.name +
@@ -346,7 +348,8 @@ inline index feature_count(const std::vector<feature_block>& blocks) {
 }  // namespace detail
 
 /// Writes the features of adapters[i] into row i of `out`, which must be N×F (F from
-/// feature_layout): for reusing one buffer across batches. max_elements is not consulted.
+/// feature_layout): one buffer reused across batches, or rows of a larger one. Allocates only the
+/// per-module work and an N·L table of module pointers; max_elements is not consulted.
 template <class S>
 void featurize_into(const std::vector<const io::adapter<S>*>& adapters,
                     const featurize_options<S>& options,

@@ -190,6 +190,10 @@ class gl_net {
     for (index j = 0; j < modules(); ++j) {
       const auto& m = a.modules[order[static_cast<std::size_t>(j)]];
       const auto [n, k] = module_shape(j);
+      if (m.B.cols() != m.A.rows())
+        throw error(error_code::shape_mismatch, "gl_net: " + name + ", module \"" + m.name + "\": B is " +
+                                                    shape_string(m.B) + " but A is " + shape_string(m.A) +
+                                                    " (B's columns must equal A's rows)");
       if (m.rows() != n || m.cols() != k)
         throw error(error_code::shape_mismatch,
                     "gl_net: " + name + ", module \"" + m.name + "\" (number " + std::to_string(j) +

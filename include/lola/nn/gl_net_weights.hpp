@@ -80,9 +80,10 @@ class gl_net_reader {
     net.first = equivariant_linear<S>(std::move(phi), std::move(psi));
 
     const index K1 = count(hidden_u_, "equiv_mlp.equivariant_layers_u.", "");
-    if (count(hidden_v_, "equiv_mlp.equivariant_layers_v.", "") != K1)
-      fail(key("equiv_mlp.equivariant_layers_v.", K1 > 0 ? K1 - 1 : 0, ""),
-           "does not pair with equivariant_layers_u (" + std::to_string(K1) + " layers)");
+    const index K1_v = count(hidden_v_, "equiv_mlp.equivariant_layers_v.", "");
+    if (K1_v != K1)
+      fail(K1 < K1_v ? key("equiv_mlp.equivariant_layers_u.", K1, "") : key("equiv_mlp.equivariant_layers_v.", K1_v, ""),
+           "is missing (equivariant_layers_u.{i} and equivariant_layers_v.{i} come in pairs)");
     for (index i = 0; i < K1; ++i) {
       const auto* u = require(hidden_u_, i, "equiv_mlp.equivariant_layers_u.", "");
       const auto* v = require(hidden_v_, i, "equiv_mlp.equivariant_layers_v.", "");

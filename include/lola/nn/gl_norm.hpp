@@ -3,12 +3,17 @@
 /// GLNorm (LoL reference code, models_metanet.GLNorm): per module,
 ///   N = ‖U·Vᵀ‖_F + ε,   U ← s_U ⊙ U / √N,   V ← s_V ⊙ V / √N,
 /// so U·Vᵀ has unit Frobenius norm before the learnable per-row scales s_U (n) and s_V (m).
-/// ‖U·Vᵀ‖²_F = tr((UᵀU)·(VᵀV)) from the two r×r Grams: O((n + m)·r²), P never formed.
+/// ‖U·Vᵀ‖_F comes from lola::norm (backend/eigen/reductions.hpp): |R_U·Vᵀ|_F after a QR of U,
+/// O((n + m)·r²), P never formed. The reference's Gram form tr((UᵀU)·(VᵀV)) gives the same value
+/// up to rounding but loses ε·κ² relative accuracy (κ = ‖U‖‖V‖/‖UVᵀ‖, up to cond(G)² after a GL
+/// action), the QR route ε·κ.
 /// GL-equivariant: N is invariant and the scales act on rows. The reference instantiates it but
 /// leaves it out of GL-net's forward (the call is commented out); lola's gl_net does the same.
 
 #include <cmath>
 
+#include "lola/backend/eigen/reductions.hpp"
+#include "lola/expr/low_rank.hpp"
 #include "lola/nn/uv_pair.hpp"
 
 namespace lola::nn {
@@ -29,8 +34,7 @@ struct gl_norm {
                   "gl_norm: scales for " + std::to_string(scale_u.size()) + " and " +
                       std::to_string(scale_v.size()) + " rows, got U " + shape_string(x.U) +
                       " and V " + shape_string(x.V));
-    const matrix<S> gu = x.U.transpose() * x.U, gv = x.V.transpose() * x.V;
-    const S frobenius = std::sqrt(std::max(S(0), (gu.cwiseProduct(gv)).sum()));  // tr(GuᵀGv) = tr(Gu·Gv)
+    const S frobenius = lola::norm(factor(x.U, matrix<S>(x.V.transpose())));
     const S inv = S(1) / std::sqrt(frobenius + epsilon);
     x.U = (scale_u * inv).asDiagonal() * x.U;
     x.V = (scale_v * inv).asDiagonal() * x.V;
