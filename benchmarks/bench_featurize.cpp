@@ -134,17 +134,13 @@ io::adapter<float> random_adapter(const adapter_spec& spec, std::uint64_t seed,
 
 /// Built once per layout and kept: the benchmarks run one after another on this thread.
 const batch& build(const adapter_spec& spec) {
-  static std::map<std::string, std::unique_ptr<batch>> cache;
-  auto& slot = cache[spec.name];
-  if (slot) return *slot;
-  slot = std::make_unique<batch>();
-  batch& b = *slot;
-  b.copies.reserve(spec.modules.size() * 2 * batch_size);
-  for (int i = 0; i < batch_size; ++i)
-    b.adapters.push_back(random_adapter(spec, 1000003ull * std::uint64_t(i + 1), &b.copies));
-  b.templ = random_adapter(spec, 7, nullptr);
-  for (const auto& s : spec.modules) b.bytes_per_adapter += std::int64_t(s.d + s.k) * s.r * 4;
-  return b;
+  return lola_bench::built_once<batch>(spec.name, [&](batch& b) {
+    b.copies.reserve(spec.modules.size() * 2 * batch_size);
+    for (int i = 0; i < batch_size; ++i)
+      b.adapters.push_back(random_adapter(spec, 1000003ull * std::uint64_t(i + 1), &b.copies));
+    b.templ = random_adapter(spec, 7, nullptr);
+    for (const auto& s : spec.modules) b.bytes_per_adapter += std::int64_t(s.d + s.k) * s.r * 4;
+  });
 }
 
 void set_threads(int threads) {

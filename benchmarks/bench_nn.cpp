@@ -147,43 +147,39 @@ struct fixture {
 };
 
 const fixture& build(const net_spec& spec) {
-  static std::map<std::string, std::unique_ptr<fixture>> cache;
-  auto& slot = cache[spec.name];
-  if (slot) return *slot;
-  slot = std::make_unique<fixture>();
-  fixture& f = *slot;
-  std::vector<lola::index> n, m;
-  for (const auto& [d, k] : spec.modules) {
-    n.push_back(d);
-    m.push_back(k);
-  }
-  std::mt19937_64 rng(7);
-  f.net = nn::gl_net<float>::random(n, m, spec.h, spec.K, spec.H, spec.outputs, nn::pooling::flatten, rng);
-  const auto add = [&](const Eigen::MatrixXf& w) {
-    f.weights.push_back({w.data(), w.size()});
-    f.weight_bytes += std::int64_t(w.size()) * 4;
-  };
-  const auto add_layer = [&](const nn::equivariant_linear<float>& layer) {
-    for (lola::index j = 0; j < layer.modules(); ++j) {
-      add(layer.phi(j));
-      add(layer.psi(j));
+  return lola_bench::built_once<fixture>(spec.name, [&](fixture& f) {
+    std::vector<lola::index> n, m;
+    for (const auto& [d, k] : spec.modules) {
+      n.push_back(d);
+      m.push_back(k);
     }
-  };
-  add_layer(f.net.first);
-  for (const auto& layer : f.net.hidden) add_layer(layer);
-  add(f.net.head.linear1_weight);
-  add(f.net.head.linear2_weight);
+    std::mt19937_64 rng(7);
+    f.net = nn::gl_net<float>::random(n, m, spec.h, spec.K, spec.H, spec.outputs, nn::pooling::flatten, rng);
+    const auto add = [&](const Eigen::MatrixXf& w) {
+      f.weights.push_back({w.data(), w.size()});
+      f.weight_bytes += std::int64_t(w.size()) * 4;
+    };
+    const auto add_layer = [&](const nn::equivariant_linear<float>& layer) {
+      for (lola::index j = 0; j < layer.modules(); ++j) {
+        add(layer.phi(j));
+        add(layer.psi(j));
+      }
+    };
+    add_layer(f.net.first);
+    for (const auto& layer : f.net.hidden) add_layer(layer);
+    add(f.net.head.linear1_weight);
+    add(f.net.head.linear2_weight);
 
-  f.pool.reserve(std::size_t(spec.distinct));
-  for (int i = 0; i < spec.distinct; ++i)
-    f.pool.push_back(make_adapter(spec, 1000003ULL * std::uint64_t(i + 1)));
+    f.pool.reserve(std::size_t(spec.distinct));
+    for (int i = 0; i < spec.distinct; ++i)
+      f.pool.push_back(make_adapter(spec, 1000003ULL * std::uint64_t(i + 1)));
 
-  double sum_nm = 0;
-  for (const auto& [d, k] : spec.modules) sum_nm += d + k;
-  f.adapter_bytes = std::int64_t(sum_nm) * spec.r * 4;
-  const double F = double(spec.modules.size()) * spec.h * spec.h;
-  f.flops_per_adapter = 2.0 * spec.h * sum_nm * spec.r + 2.0 * spec.H * F;
-  return f;
+    double sum_nm = 0;
+    for (const auto& [d, k] : spec.modules) sum_nm += d + k;
+    f.adapter_bytes = std::int64_t(sum_nm) * spec.r * 4;
+    const double F = double(spec.modules.size()) * spec.h * spec.h;
+    f.flops_per_adapter = 2.0 * spec.h * sum_nm * spec.r + 2.0 * spec.H * F;
+  });
 }
 
 /// The floor: one vectorised read of every buffer, in order (a buffer listed twice is read twice).

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -45,6 +47,19 @@ inline Eigen::MatrixXf random_matrix(Eigen::Index rows, Eigen::Index cols, std::
   Eigen::MatrixXf m(rows, cols);
   for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = normal(rng);
   return m;
+}
+
+/// The T built for `key` by make(T&) on first use, kept for the rest of the run: fixtures are
+/// expensive and the benchmarks run one after another on one thread.
+template <class T, class Make>
+const T& built_once(const std::string& key, Make&& make) {
+  static std::map<std::string, std::unique_ptr<T>> cache;
+  auto& slot = cache[key];
+  if (!slot) {
+    slot = std::make_unique<T>();
+    make(*slot);
+  }
+  return *slot;
 }
 
 using clock = std::chrono::steady_clock;

@@ -83,26 +83,22 @@ struct adapter {
 
 /// Built once per adapter and kept: the benchmarks run one after another on this thread.
 const adapter& build(const adapter_spec& spec) {
-  static std::map<std::string, std::unique_ptr<adapter>> cache;
-  auto& slot = cache[spec.name];
-  if (slot) return *slot;
-  slot = std::make_unique<adapter>();
-  adapter& a = *slot;
-  const std::size_t n = spec.modules.size();
-  a.B.reserve(n);
-  a.A.reserve(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto& m = spec.modules[i];
-    a.B.push_back(lola_bench::random_matrix(m.d, m.r, 2 * i + 1));
-    a.A.push_back(lola_bench::random_matrix(m.r, m.k, 2 * i + 2));
-    a.bytes += std::int64_t(m.d + m.k) * m.r * 4;
-  }
-  for (std::size_t i = 0; i < n; ++i) {  // after the loops above: no reallocation moves B or A
-    a.delta.push_back(lola::factor(a.B[i], a.A[i], 2.0f));
-    a.buffers.push_back(&a.B[i]);
-    a.buffers.push_back(&a.A[i]);
-  }
-  return a;
+  return lola_bench::built_once<adapter>(spec.name, [&](adapter& a) {
+    const std::size_t n = spec.modules.size();
+    a.B.reserve(n);
+    a.A.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto& m = spec.modules[i];
+      a.B.push_back(lola_bench::random_matrix(m.d, m.r, 2 * i + 1));
+      a.A.push_back(lola_bench::random_matrix(m.r, m.k, 2 * i + 2));
+      a.bytes += std::int64_t(m.d + m.k) * m.r * 4;
+    }
+    for (std::size_t i = 0; i < n; ++i) {  // after the loops above: no reallocation moves B or A
+      a.delta.push_back(lola::factor(a.B[i], a.A[i], 2.0f));
+      a.buffers.push_back(&a.B[i]);
+      a.buffers.push_back(&a.A[i]);
+    }
+  });
 }
 
 void set_threads(int threads) {

@@ -13,6 +13,7 @@
 
 #include "lola/features/featurize.hpp"
 #include "lola/lola.hpp"
+#include "support/errors.hpp"
 #include "support/test_support.hpp"
 
 using lola_test::eps;
@@ -210,9 +211,7 @@ std::string error_of(F&& f, lola::error_code code) {
   return {};
 }
 
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+using lola_test::contains;
 
 }  // namespace
 

@@ -31,6 +31,7 @@
 #include "lola/nn/gl_net.hpp"
 #include "lola/nn/gl_net_weights.hpp"
 #include "support/temp_dir.hpp"
+#include "support/errors.hpp"
 #include "support/test_support.hpp"
 
 namespace io = lola::io;
@@ -95,20 +96,8 @@ nn::gl_net<T> make_net(lola::index K, nn::pooling p, std::mt19937_64& rng, lola:
   return nn::gl_net<T>::random(net_n, net_m, h, K, 5, 2, p, rng);
 }
 
-template <class F>
-lola::error thrown_by(F&& f) {
-  try {
-    f();
-  } catch (const lola::error& e) {
-    return e;
-  }
-  FAIL("no lola::error was thrown");
-  return lola::error(lola::error_code::invalid_argument, "unreachable");
-}
-
-bool contains(const std::string& text, const std::string& fragment) {
-  return text.find(fragment) != std::string::npos;
-}
+using lola_test::contains;
+using lola_test::thrown_by;
 
 struct reference_run {
   vector_d y;     // the output, in double

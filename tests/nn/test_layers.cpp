@@ -28,6 +28,7 @@
 #include "lola/nn/invariant_head.hpp"
 #include "lola/nn/mixing_linear.hpp"
 #include "lola/nn/uv_pair.hpp"
+#include "support/errors.hpp"
 #include "support/test_support.hpp"
 
 namespace nn = lola::nn;
@@ -77,21 +78,8 @@ nn::uv_pair<T> random_pair(Eigen::Index n, Eigen::Index m, Eigen::Index r, std::
   return {gaussian<T>(n, r, rng), gaussian<T>(m, r, rng)};
 }
 
-// Runs f, which must throw lola::error; returns it.
-template <class F>
-lola::error thrown_by(F&& f) {
-  try {
-    f();
-  } catch (const lola::error& e) {
-    return e;
-  }
-  FAIL("no lola::error was thrown");
-  return lola::error(lola::error_code::invalid_argument, "unreachable");
-}
-
-bool contains(const std::string& text, const std::string& fragment) {
-  return text.find(fragment) != std::string::npos;
-}
+using lola_test::contains;
+using lola_test::thrown_by;
 
 // How far the computed i-th row sum s'_i of P' = (U·G)(V·G⁻ᵀ)ᵀ, from inputs rounded to T, and the
 // computed s_i of P = U·Vᵀ can be apart; both equal the exact s_i in exact arithmetic. Inputs:

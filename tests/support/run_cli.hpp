@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "lola/io/file.hpp"
+#include "support/errors.hpp"
 #include "support/temp_dir.hpp"
 
 #ifndef LOLA_CLI_PATH
@@ -37,9 +38,7 @@ inline bool exists(const std::string& path) {
   return std::filesystem::exists(std::filesystem::symlink_status(path, ec));
 }
 
-inline bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+using lola_test::contains;
 
 inline bool starts_with(const std::string& text, const std::string& prefix) {
   return text.rfind(prefix, 0) == 0;
