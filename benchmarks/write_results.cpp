@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <iostream>
@@ -79,6 +80,10 @@ int main(int argc, char** argv) {
       r.area = name.substr(0, first);
       r.variant = name.substr(first + 1, second - first - 1);
       r.shape = name.substr(second + 1);
+      // Google Benchmark's own suffixes (…/real_time, …/iterations:N) are not part of the shape.
+      for (const char* suffix : {"/real_time", "/process_time"})
+        if (const auto at = r.shape.rfind(suffix); at != std::string::npos && at + std::strlen(suffix) == r.shape.size())
+          r.shape.erase(at);
       r.seconds = to_seconds(b.at("real_time").get<double>(), b.value("time_unit", "ns"));
       r.bytes_per_second = b.value("bytes_per_second", 0.0);
       r.floor_ratio = b.value("floor_ratio", 0.0);
@@ -101,7 +106,7 @@ int main(int argc, char** argv) {
       << "Written by `scripts/bench.sh` on " << date << " (UTC). Do not edit by hand.\n\n"
       << "Machine: " << context.value("host_name", std::string("?")) << ", "
       << context.value("num_cpus", 0) << " CPUs at " << context.value("mhz_per_cpu", 0)
-      << " MHz. lola built Release with -march=native; one thread.\n\n"
+      << " MHz. lola built Release with -march=native; one thread unless the shape ends in _tN (N threads).\n\n"
       << "Columns: time per operation; GB/s = bytes the operation must move ÷ time; floor_ratio = "
          "time ÷ the time to stream the same bytes once in the same run (1.0 is the limit); "
          "speed-up = the alternative's time ÷ this row's time, for the same shape.\n\n";
