@@ -542,7 +542,9 @@ int glnet(const std::vector<std::string>& argv) {
   const std::vector<std::string> paths =
       expand_adapter_paths({args.positional().begin() + 1, args.positional().end()});
 
+  // Printed only when every adapter has run, so a failure leaves nothing on stdout.
   io::json_value outputs = io::json_value::array();
+  std::string text;
   progress p("glnet", paths.size());
   for (std::size_t first = 0; first < paths.size(); first += adapters_per_chunk) {
     const std::size_t count = std::min(adapters_per_chunk, paths.size() - first);
@@ -562,9 +564,9 @@ int glnet(const std::vector<std::string>& argv) {
         entry.set("output", std::move(values));
         outputs.push_back(std::move(entry));
       } else {
-        std::string line = paths[first + i] + ":";
-        for (lola::index k = 0; k < row.size(); ++k) line += " " + fmt(row(k), "%.9g");
-        std::printf("%s\n", line.c_str());
+        text += paths[first + i] + ":";
+        for (lola::index k = 0; k < row.size(); ++k) text += " " + fmt(row(k), "%.9g");
+        text += "\n";
       }
     }
   }
@@ -572,6 +574,8 @@ int glnet(const std::vector<std::string>& argv) {
     io::json_value out = io::json_value::object();
     out.set("outputs", std::move(outputs));
     std::printf("%s\n", out.dump().c_str());
+  } else {
+    std::fputs(text.c_str(), stdout);
   }
   return 0;
 }

@@ -215,6 +215,16 @@ TEST_CASE("glnet: bad weights, mismatched adapters and usage errors") {
     check_invalid_input(run_lola(t, {"glnet", t / "net.safetensors", t / "a", t / "other"}),
                         {t / "other", name_a});
   }
+  SUBCASE("a mismatched adapter after the first 64: nothing on stdout, the later chunk's error") {
+    std::filesystem::create_directories(t / "many");
+    const loaded good = io::load_adapter<double>(t / "a");
+    for (int i = 0; i < 64; ++i) io::save_adapter(good, t / ("many/a" + std::to_string(100 + i)), io::save_form::directory);
+    loaded other = make_adapter(rng, 3, 3);
+    other.modules[1].A = lola_test::gaussian<double>(3, k_ab + 2, rng);
+    other.modules[1].A_shape = {3, std::uint64_t(k_ab + 2)};
+    io::save_adapter(other, t / "many/z", io::save_form::directory);
+    check_invalid_input(run_lola(t, {"glnet", t / "net.safetensors", t / "many"}), {t / "many/z", name_ab});
+  }
   SUBCASE("an empty directory") {
     std::filesystem::create_directories(t / "empty");
     check_invalid_input(run_lola(t, {"glnet", t / "net.safetensors", t / "empty"}), {"empty", "no adapters"});
