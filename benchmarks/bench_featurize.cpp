@@ -33,9 +33,6 @@
 
 #include "bench_support.hpp"
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
 namespace {
 
@@ -143,14 +140,6 @@ const batch& build(const adapter_spec& spec) {
   });
 }
 
-void set_threads(int threads) {
-#if defined(_OPENMP)
-  omp_set_num_threads(threads);
-#else
-  (void)threads;
-#endif
-}
-
 lola::featurize_options<float> options_for(lola::feature_kind kind, const batch& b) {
   lola::featurize_options<float> options;
   options.kind = kind;
@@ -190,7 +179,7 @@ void featurize_batch(benchmark::State& state, adapter_spec spec, lola::feature_k
   } else {
     floor = lola_bench::read_floor_seconds(b.buffers(n));
   }
-  set_threads(threads);
+  lola_bench::set_threads(threads);
   switch (how) {
     case variant::allocate:
       lola_bench::run_against_floor(state, bytes, floor, [&] {

@@ -47,9 +47,6 @@
 
 #include "bench_support.hpp"
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
 namespace {
 
@@ -191,14 +188,6 @@ double read_floor_seconds(const std::vector<std::pair<const float*, lola::index>
   });
 }
 
-void set_threads(int threads) {
-#if defined(_OPENMP)
-  omp_set_num_threads(threads);
-#else
-  (void)threads;
-#endif
-}
-
 enum class variant { batched, per_adapter };
 
 void gl_net_forward(benchmark::State& state, const net_spec* spec, int N, int threads, variant v) {
@@ -214,9 +203,9 @@ void gl_net_forward(benchmark::State& state, const net_spec* spec, int N, int th
     }
   }
   buffers.insert(buffers.end(), f.weights.begin(), f.weights.end());
-  set_threads(1);
+  lola_bench::set_threads(1);
   const double floor = read_floor_seconds(buffers);
-  set_threads(threads);
+  lola_bench::set_threads(threads);
 
   const nn::gl_net_options options;
   Eigen::MatrixXf out(N, f.net.outputs());
@@ -237,7 +226,7 @@ void gl_net_forward(benchmark::State& state, const net_spec* spec, int N, int th
                                                       benchmark::Counter::kIs1024);
   state.counters["adapters_per_second"] = N / seconds;
   state.counters["GFLOP/s"] = N * f.flops_per_adapter / seconds * 1e-9;
-  set_threads(1);
+  lola_bench::set_threads(1);
 }
 
 void add(const net_spec& spec, int N, int threads, variant v) {

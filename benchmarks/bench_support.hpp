@@ -15,6 +15,10 @@
 
 #include <Eigen/Core>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 namespace lola_bench {
 
 /// One module shape: ΔW is d×k with rank r.
@@ -60,6 +64,15 @@ const T& built_once(const std::string& key, Make&& make) {
     make(*slot);
   }
   return *slot;
+}
+
+/// The thread count of lola's parallel loops for the rows that follow (the `_tN` of a shape).
+inline void set_threads(int threads) {
+#if defined(_OPENMP)
+  omp_set_num_threads(threads);
+#else
+  (void)threads;
+#endif
 }
 
 using clock = std::chrono::steady_clock;

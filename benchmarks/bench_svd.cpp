@@ -26,9 +26,6 @@
 
 #include "bench_support.hpp"
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
 namespace {
 
@@ -101,19 +98,11 @@ const adapter& build(const adapter_spec& spec) {
   });
 }
 
-void set_threads(int threads) {
-#if defined(_OPENMP)
-  omp_set_num_threads(threads);
-#else
-  (void)threads;
-#endif
-}
-
 void lola_values(benchmark::State& state, adapter_spec spec, int threads) {
   const adapter& a = build(spec);
   std::vector<Eigen::VectorXf> sigma(a.delta.size());
   const double floor = lola_bench::read_floor_seconds(a.buffers);
-  set_threads(threads);
+  lola_bench::set_threads(threads);
   lola_bench::run_against_floor(state, a.bytes, floor, [&] {
     lola::parallel_for(a.size(), [&](lola::index i) {
       const auto& delta = a.delta[std::size_t(i)];
@@ -128,7 +117,7 @@ void lola_canonical(benchmark::State& state, adapter_spec spec, int threads) {
   const adapter& a = build(spec);
   std::vector<lola::canonical_result<float>> canon(a.delta.size());
   const double floor = lola_bench::read_floor_seconds(a.buffers);
-  set_threads(threads);
+  lola_bench::set_threads(threads);
   lola_bench::run_against_floor(state, a.bytes, floor, [&] {
     lola::parallel_for(a.size(), [&](lola::index i) {
       canon[std::size_t(i)] =
@@ -143,7 +132,7 @@ void dense_bdcsvd_values(benchmark::State& state, adapter_spec spec, int threads
   const adapter& a = build(spec);
   std::vector<Eigen::VectorXf> sigma(a.delta.size());
   const double floor = lola_bench::read_floor_seconds(a.buffers);
-  set_threads(threads);
+  lola_bench::set_threads(threads);
   lola_bench::run_against_floor(state, a.bytes, floor, [&] {
     lola::parallel_for(a.size(), [&](lola::index i) {
       const Eigen::MatrixXf W = lola::dense(a.delta[std::size_t(i)]);

@@ -4,11 +4,14 @@
 ///   U_i,: ← σ((U·Vᵀ·1)_i)·U_i,:      (the i-th row sum of P = U·Vᵀ)
 ///   V_j,: ← σ((1ᵀ·U·Vᵀ)_j)·V_j,:     (the j-th column sum of P)
 /// P is GL(r)-invariant, so the scalars are, and scaling rows commutes with the action on columns.
-/// Computed in the fast form U·(Vᵀ·1) and V·(Uᵀ·1): O((n + m)·r), P (n×m) never formed.
+/// Computed in the fast form U·(Vᵀ·1) and V·(Uᵀ·1) (features/marginals.hpp): O((n + m)·r), P (n×m)
+/// never formed.
 /// The default σ is the step 1[x > 0] = relu(sign(x)) of the reference (GLNonlin / GLNorm2): it
 /// closes a row whose sum is ≤ 0 or NaN. Summed in a different order than the reference's P·1, a
 /// row sum within rounding of 0 may land on the other side of it; that is the only difference.
 
+#include "lola/expr/low_rank.hpp"
+#include "lola/features/marginals.hpp"
 #include "lola/nn/uv_pair.hpp"
 
 namespace lola::nn {
@@ -21,19 +24,13 @@ struct step {
   }
 };
 
-/// Row sums U·(Vᵀ·1) of P = U·Vᵀ, without forming P.
-template <class MU, class MV>
-vector<typename MU::Scalar> row_sums_of_product(const Eigen::MatrixBase<MU>& U, const Eigen::MatrixBase<MV>& V) {
-  return U * V.colwise().sum().transpose();
-}
-
 namespace detail {
 
 /// The gate on U (n×r) and V (m×r) held anywhere (a column block of a batch, say).
 template <class S, class Sigma>
 void gate_rows(Eigen::Ref<matrix<S>> U, Eigen::Ref<matrix<S>> V, Sigma& sigma) {
-  const vector<S> rows = row_sums_of_product(U, V);  // P·1
-  const vector<S> cols = row_sums_of_product(V, U);  // Pᵀ·1
+  const auto P = factor(U, V.transpose());  // U·Vᵀ, never formed
+  const vector<S> rows = row_sums(P), cols = column_sums(P);
   for (index i = 0; i < U.rows(); ++i) U.row(i) *= static_cast<S>(sigma(rows(i)));
   for (index j = 0; j < V.rows(); ++j) V.row(j) *= static_cast<S>(sigma(cols(j)));
 }
