@@ -49,19 +49,27 @@ struct canonical_result {
 
 namespace detail {
 
-/// Flips column j of U (and the matching column of V) so that its largest-magnitude entry is
-/// positive; the first of equal magnitudes wins.
-template <class MU, class MV>
-void apply_sign_rule(MU& U, MV& V) {
+/// The sign rule: +1 or −1 per column of U, the sign of its entry of largest magnitude, the first
+/// of equal magnitudes. Two vectorised reductions per column decide it (the largest magnitude is
+/// max(u) or −min(u), and all its entries share its sign unless both occur); only that tie scans.
+template <class MU>
+Eigen::Matrix<typename MU::Scalar, Eigen::Dynamic, 1> sign_rule(const MU& U) {
+  using S = typename MU::Scalar;
+  Eigen::Matrix<S, Eigen::Dynamic, 1> sign = Eigen::Matrix<S, Eigen::Dynamic, 1>::Ones(U.cols());
+  if (U.rows() == 0) return sign;
   for (index j = 0; j < U.cols(); ++j) {
-    index best = 0;
-    for (index i = 1; i < U.rows(); ++i)
-      if (std::abs(U(i, j)) > std::abs(U(best, j))) best = i;
-    if (U.rows() > 0 && U(best, j) < 0) {
-      U.col(j) = -U.col(j);
-      V.col(j) = -V.col(j);
+    const S high = U.col(j).maxCoeff(), low = U.col(j).minCoeff();
+    if (-low > high) {
+      sign(j) = S(-1);
+    } else if (-low == high) {
+      for (index i = 0; i < U.rows(); ++i)
+        if (std::abs(U(i, j)) == high) {
+          if (U(i, j) < 0) sign(j) = S(-1);
+          break;
+        }
     }
   }
+  return sign;
 }
 
 }  // namespace detail
@@ -73,10 +81,12 @@ canonical_result<scalar_of_t<E>> canonicalize(const E& e,
                                               canonical_options<scalar_of_t<E>> options = {}) {
   using S = scalar_of_t<E>;
   using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+  using vector = Eigen::Matrix<S, Eigen::Dynamic, 1>;
   decltype(auto) f = detail::eigen_evaluator::factors(e);
   const index d = f.rows(), k = f.cols(), r = f.rank();
   low_rank_svd<S> svd;
-  svd.compute_factors(detail::as_compute<S>(f.B()), detail::as_compute<S>(f.A()), S(1));
+  svd.compute_factors(detail::as_compute<S>(f.B()), detail::as_compute<S>(f.A()), S(1),
+                      compute_u | compute_vt);
   if (svd.info() != Eigen::Success)
     throw error(error_code::numerical,
                 "canonicalize: the factors of the " + shape_string(d, k) + " module are not finite");
@@ -85,25 +95,32 @@ canonical_result<scalar_of_t<E>> canonicalize(const E& e,
   canonical_result<S> out;
   out.singular_values = svd.singularValues();
   out.rank = svd.rank();
+  const index kept = out.rank;
   const auto& sigma = out.singular_values;
-  for (index i = 0; i + 1 < out.rank; ++i)
+  for (index i = 0; i + 1 < kept; ++i)
     out.min_relative_gap = std::min(out.min_relative_gap, (sigma(i) - sigma(i + 1)) / sigma(0));
   const S gap_threshold = options.gap_threshold >= 0
                               ? options.gap_threshold
                               : std::sqrt(std::numeric_limits<S>::epsilon());
   out.degenerate = out.min_relative_gap < gap_threshold;
 
-  matrix U = svd.matrixU().leftCols(out.rank), V = svd.matrixV().leftCols(out.rank);
-  detail::apply_sign_rule(U, V);
-  matrix B_star = matrix::Zero(d, r), A_star = matrix::Zero(r, k);
-  const auto kept = sigma.head(out.rank).array();
+  // B* = U·diag(left), A* = diag(right)·Vᵀ over the kept components, the signs folded in.
+  const auto U = svd.matrixU().leftCols(kept);
+  const auto Vt = svd.matrixVt().topRows(kept);
+  const vector sign = detail::sign_rule(U);
+  vector left(kept), right(kept);
   if (form == canonical_form::balanced) {
-    B_star.leftCols(out.rank) = U * kept.sqrt().matrix().asDiagonal();
-    A_star.topRows(out.rank) = kept.sqrt().matrix().asDiagonal() * V.transpose();
+    left = sign.cwiseProduct(sigma.head(kept).cwiseSqrt());
+    right = left;
   } else {
-    B_star.leftCols(out.rank) = U * kept.matrix().asDiagonal();
-    A_star.topRows(out.rank) = V.transpose();
+    left = sign.cwiseProduct(sigma.head(kept));
+    right = sign;
   }
+  matrix B_star(d, r), A_star(r, k);
+  B_star.leftCols(kept).noalias() = U * left.asDiagonal();
+  B_star.rightCols(r - kept).setZero();
+  A_star.topRows(kept).noalias() = right.asDiagonal() * Vt;
+  A_star.bottomRows(r - kept).setZero();
   out.factors = low_rank_matrix<S>(std::move(B_star), std::move(A_star), f.scale());
   return out;
 }

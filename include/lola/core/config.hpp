@@ -5,6 +5,7 @@
 /// LOLA_HOST_DEVICE marks small functors that run on the host and, under nvcc, on the device.
 /// LOLA_ASSERT guards internal invariants only; anything a caller or a file can get wrong is a
 /// lola::error (core/error.hpp), checked in release builds too.
+/// LOLA_PREFETCH(address) hints that a cache line will be read soon (a no-op where unsupported).
 
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +24,12 @@
                : (std::fprintf(stderr, "%s:%d: lola internal invariant violated: %s\n", __FILE__, \
                                __LINE__, #condition),                                            \
                   std::abort()))
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define LOLA_PREFETCH(address) __builtin_prefetch(address)
+#else
+#define LOLA_PREFETCH(address) static_cast<void>(address)
 #endif
 
 namespace lola {

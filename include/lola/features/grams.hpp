@@ -6,6 +6,7 @@
 /// not included: these describe the stored factors. O((d + k)·r²).
 
 #include "lola/backend/eigen/evaluate.hpp"
+#include "lola/backend/eigen/gram.hpp"
 
 namespace lola {
 
@@ -19,16 +20,9 @@ template <class E, class = std::enable_if_t<is_host_expr_v<E>>>
 factor_grams<scalar_of_t<E>> grams(const E& e) {
   using S = scalar_of_t<E>;
   decltype(auto) f = detail::eigen_evaluator::factors(e);
-  const index r = f.rank();
   factor_grams<S> out;
-  out.b_gram.setZero(r, r);
-  out.a_gram.setZero(r, r);
-  const auto B = detail::as_compute<S>(f.B());
-  const auto A = detail::as_compute<S>(f.A());
-  out.b_gram.template selfadjointView<Eigen::Lower>().rankUpdate(B.transpose());
-  out.a_gram.template selfadjointView<Eigen::Lower>().rankUpdate(A);
-  out.b_gram.template triangularView<Eigen::StrictlyUpper>() = out.b_gram.transpose();
-  out.a_gram.template triangularView<Eigen::StrictlyUpper>() = out.a_gram.transpose();
+  detail::gram_into(detail::as_compute<S>(f.B()), out.b_gram);
+  detail::gram_into(detail::as_compute<S>(f.A()).transpose(), out.a_gram);
   return out;
 }
 

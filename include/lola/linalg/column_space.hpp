@@ -4,8 +4,11 @@
 /// the orthonormal basis Q = X·R⁻¹ (m×p), without forming Q unless asked. Used by the factor-space
 /// SVD for B and for Aᵀ.
 ///
-/// Two routes, chosen per factor by its conditioning κ(X) = √(λ_max/λ_min) of the Gram XᵀX (an r×r
-/// eigenvalue problem, O(n³)):
+/// Two routes, chosen per factor by its conditioning κ(X) = √(λ_max/λ_min) of the Gram XᵀX
+/// (backend/eigen/gram.hpp). Gershgorin's discs bound the spectrum in O(n²):
+///   λ_min ≥ minᵢ (Gᵢᵢ − Σ_{j≠i} |Gᵢⱼ|),  λ_max ≤ maxᵢ (Gᵢᵢ + Σ_{j≠i} |Gᵢⱼ|),
+/// which settles nearly orthogonal columns of similar norms (random initialisations: a 4096×16
+/// Gaussian factor gives a bound near 1.5); otherwise the r×r eigenvalue problem decides (O(n³)).
 ///   κ ≤ 4    Cholesky of the Gram (CholeskyQR): one GEMM, O(m·n²) at GEMM speed. The Gram carries
 ///            an error γ_m·‖X‖², which reaches R amplified by at most κ², so R is exact for a
 ///            perturbation of X of relative size ≤ 16·γ_m; Q·P = X·(R⁻¹·P) is one more GEMM, with
@@ -22,6 +25,7 @@
 #include <Eigen/Eigenvalues>
 #include <Eigen/QR>
 
+#include "lola/backend/eigen/gram.hpp"
 #include "lola/core/config.hpp"
 
 namespace lola {
@@ -41,12 +45,9 @@ class column_space {
     const index n = x.cols();
     gram_ = false;
     if (m_ >= n && n > 0) {
-      const matrix gram = x.transpose() * x;
-      const Eigen::SelfAdjointEigenSolver<matrix> eigen(gram, Eigen::EigenvaluesOnly);
-      const S lambda_min = eigen.eigenvalues()(0), lambda_max = eigen.eigenvalues()(n - 1);
-      if (lambda_min > 0 &&
-          lambda_max <= gram_condition_limit * gram_condition_limit * lambda_min) {
-        const Eigen::LLT<matrix> llt(gram);
+      gram_into(x, r_);
+      if (well_conditioned(r_)) {
+        const Eigen::LLT<matrix> llt(r_);
         if (llt.info() == Eigen::Success) {
           r_ = llt.matrixU();
           gram_ = true;
@@ -73,7 +74,32 @@ class column_space {
     return padded;
   }
 
+  /// (Q·P)ᵀ = Pᵀ·Qᵀ, written in that layout (no transpose pass): on the Gram route
+  /// (R⁻¹·P)ᵀ·xᵀ, one GEMM whose right operand is xᵀ as stored (A itself when x = Aᵀ).
+  template <class X, class P>
+  matrix transposed_basis_times(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<P>& p) const {
+    if (gram_) {
+      const matrix coefficients = r_.template triangularView<Eigen::Upper>().solve(p);
+      return coefficients.transpose() * x.transpose();
+    }
+    matrix padded = matrix::Zero(p.cols(), m_);
+    padded.leftCols(p.rows()) = p.transpose();
+    padded.applyOnTheRight(qr_.householderQ().transpose());
+    return padded;
+  }
+
  private:
+  /// κ(X)² = λ_max/λ_min of the Gram g ≤ gram_condition_limit², by Gershgorin or else exactly.
+  static bool well_conditioned(const matrix& g) {
+    const S limit = gram_condition_limit * gram_condition_limit;
+    const auto off = (g.cwiseAbs().colwise().sum().transpose() - g.diagonal().cwiseAbs()).eval();
+    const S low = (g.diagonal() - off).minCoeff(), high = (g.diagonal() + off).maxCoeff();
+    if (low > 0 && high <= limit * low) return true;
+    const Eigen::SelfAdjointEigenSolver<matrix> eigen(g, Eigen::EigenvaluesOnly);
+    const S lambda_min = eigen.eigenvalues()(0), lambda_max = eigen.eigenvalues()(g.rows() - 1);
+    return lambda_min > 0 && lambda_max <= limit * lambda_min;
+  }
+
   matrix r_;
   Eigen::HouseholderQR<matrix> qr_;
   index m_ = 0;
