@@ -84,19 +84,19 @@ canonical_result<scalar_of_t<E>> canonicalize(const E& e,
   using vector = Eigen::Matrix<S, Eigen::Dynamic, 1>;
   decltype(auto) f = detail::eigen_evaluator::factors(e);
   const index d = f.rows(), k = f.cols(), r = f.rank();
-  low_rank_svd<S> svd;
-  svd.compute_factors(detail::as_compute<S>(f.B()), detail::as_compute<S>(f.A()), S(1),
-                      compute_u | compute_vt);
-  if (svd.info() != Eigen::Success)
+  const auto& B = detail::as_compute<S>(f.B());
+  const auto& A = detail::as_compute<S>(f.A());
+  detail::factor_space_svd<S> svd;
+  if (!svd.compute(B, A, S(1), true))
     throw error(error_code::numerical,
                 "canonicalize: the factors of the " + shape_string(d, k) + " module are not finite");
-  if (options.rank_threshold >= 0) svd.setThreshold(options.rank_threshold);
 
   canonical_result<S> out;
-  out.singular_values = svd.singularValues();
-  out.rank = svd.rank();
-  const index kept = out.rank;
+  out.singular_values = svd.sigma;
   const auto& sigma = out.singular_values;
+  const S threshold = options.rank_threshold >= 0 ? options.rank_threshold
+                                                  : detail::default_rank_threshold<S>(d, k);
+  const index kept = out.rank = detail::numerical_rank(sigma, threshold);
   for (index i = 0; i + 1 < kept; ++i)
     out.min_relative_gap = std::min(out.min_relative_gap, (sigma(i) - sigma(i + 1)) / sigma(0));
   const S gap_threshold = options.gap_threshold >= 0
@@ -104,22 +104,24 @@ canonical_result<scalar_of_t<E>> canonicalize(const E& e,
                               : std::sqrt(std::numeric_limits<S>::epsilon());
   out.degenerate = out.min_relative_gap < gap_threshold;
 
-  // B* = U·diag(left), A* = diag(right)·Vᵀ over the kept components, the signs folded in.
-  const auto U = svd.matrixU().leftCols(kept);
-  const auto Vt = svd.matrixVt().topRows(kept);
-  const vector sign = detail::sign_rule(U);
+  // B* = U·diag(left), A* = diag(right)·Vᵀ over the kept components, one GEMM each from B and A.
+  // The sign rule reads B*'s columns (a positive scaling keeps each column's largest entry), and
+  // the flips it picks are applied to B* in place and folded into A*'s weights.
   vector left(kept), right(kept);
   if (form == canonical_form::balanced) {
-    left = sign.cwiseProduct(sigma.head(kept).cwiseSqrt());
+    left = sigma.head(kept).cwiseSqrt();
     right = left;
   } else {
-    left = sign.cwiseProduct(sigma.head(kept));
-    right = sign;
+    left = sigma.head(kept);
+    right = vector::Ones(kept);
   }
   matrix B_star(d, r), A_star(r, k);
-  B_star.leftCols(kept).noalias() = U * left.asDiagonal();
+  svd.u_diagonal_into(B, left, B_star.leftCols(kept));
   B_star.rightCols(r - kept).setZero();
-  A_star.topRows(kept).noalias() = right.asDiagonal() * Vt;
+  const vector sign = detail::sign_rule(B_star.leftCols(kept));
+  for (index j = 0; j < kept; ++j)
+    if (sign(j) < 0) B_star.col(j) = -B_star.col(j);
+  svd.diagonal_vt_into(A, sign.cwiseProduct(right), A_star.topRows(kept));
   A_star.bottomRows(r - kept).setZero();
   out.factors = low_rank_matrix<S>(std::move(B_star), std::move(A_star), f.scale());
   return out;

@@ -26,6 +26,7 @@
 #include <Eigen/QR>
 
 #include "lola/backend/eigen/gram.hpp"
+#include "lola/backend/eigen/thin_product.hpp"
 #include "lola/core/config.hpp"
 
 namespace lola {
@@ -64,28 +65,36 @@ class column_space {
   const matrix& R() const { return r_; }
   bool via_gram() const { return gram_; }
 
-  /// Q·P for P with p rows; x must be the matrix passed to compute().
-  template <class X, class P>
-  matrix basis_times(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<P>& p) const {
-    if (gram_) return x * r_.template triangularView<Eigen::Upper>().solve(p);
+  /// out = Q·P for P with p rows (out: m×P.cols(), any writable block); x must be the matrix
+  /// passed to compute(). Gram route: one product, x·(R⁻¹·P) (backend/eigen/thin_product.hpp).
+  template <class X, class P, class Out>
+  void basis_times_into(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<P>& p,
+                        Out&& out) const {
+    if (gram_) {
+      const matrix coefficients = r_.template triangularView<Eigen::Upper>().solve(p);
+      thin_product_into<S>(x, coefficients, out);
+      return;
+    }
     matrix padded = matrix::Zero(m_, p.cols());
     padded.topRows(p.rows()) = p;
     padded.applyOnTheLeft(qr_.householderQ());
-    return padded;
+    out = padded;
   }
 
-  /// (Q·P)ᵀ = Pᵀ·Qᵀ, written in that layout (no transpose pass): on the Gram route
-  /// (R⁻¹·P)ᵀ·xᵀ, one GEMM whose right operand is xᵀ as stored (A itself when x = Aᵀ).
-  template <class X, class P>
-  matrix transposed_basis_times(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<P>& p) const {
+  /// out = (Q·P)ᵀ = Pᵀ·Qᵀ (P.cols()×m), written in that layout, with no transpose pass: on the
+  /// Gram route outᵀ = x·(R⁻¹·P), one product reading x as stored (A's layout when x = Aᵀ).
+  template <class X, class P, class Out>
+  void transposed_basis_times_into(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<P>& p,
+                                   Out&& out) const {
     if (gram_) {
       const matrix coefficients = r_.template triangularView<Eigen::Upper>().solve(p);
-      return coefficients.transpose() * x.transpose();
+      thin_product_into<S>(x, coefficients, out.transpose());
+      return;
     }
     matrix padded = matrix::Zero(p.cols(), m_);
     padded.leftCols(p.rows()) = p.transpose();
     padded.applyOnTheRight(qr_.householderQ().transpose());
-    return padded;
+    out = padded;
   }
 
  private:

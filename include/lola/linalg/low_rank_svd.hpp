@@ -40,6 +40,90 @@ enum svd_options : unsigned {
   compute_vt = 4
 };
 
+namespace detail {
+
+/// The default relative threshold of the numerical rank of a d×k matrix: max(d, k)·ε.
+template <class S>
+S default_rank_threshold(index d, index k) {
+  return S(std::max<index>({d, k, 1})) * std::numeric_limits<S>::epsilon();
+}
+
+/// The number of σᵢ > threshold·σ₁ for σ descending (0 for a zero or empty σ).
+template <class V>
+index numerical_rank(const V& sigma, typename V::Scalar threshold) {
+  if (sigma.size() == 0 || !(sigma(0) > 0)) return 0;
+  return static_cast<index>((sigma.array() > threshold * sigma(0)).count());
+}
+
+/// The factor-space SVD in its pieces, s·B·A = (Q_B·P)·Σ·(Q_A·S)ᵀ: the column spaces of B and Aᵀ,
+/// σ, and the core's singular vectors P (core_u) and S (core_v). low_rank_svd forms U and V from
+/// them; canonical forms build U·D and D'·Vᵀ for diagonal D directly, one GEMM each from B or A.
+template <class S>
+struct factor_space_svd {
+  using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+  using vector = Eigen::Matrix<S, Eigen::Dynamic, 1>;
+
+  column_space<S> b_space, a_space;
+  vector sigma;          ///< σ₁ ≥ … ≥ σ_p, p = min(d, k, r)
+  matrix core_u, core_v;  ///< P and S, when vectors were requested
+
+  /// False (nothing else meaningful) when the factors are not finite.
+  template <class BX, class AX>
+  bool compute(const Eigen::MatrixBase<BX>& B, const Eigen::MatrixBase<AX>& A, S s, bool vectors) {
+    b_space.compute(B);
+    a_space.compute(A.transpose());
+    const matrix core = s * b_space.R() * a_space.R().transpose();  // p_b × p_a
+    if (!core.allFinite()) return false;
+    if (std::min(core.rows(), core.cols()) == 0) {
+      sigma.resize(0);
+      core_u.resize(core.rows(), 0);
+      core_v.resize(core.cols(), 0);
+    } else if (!(b_space.via_gram() && a_space.via_gram() && decompose_by_cross_product(core, vectors))) {
+      const Eigen::BDCSVD<matrix> svd(
+          core, vectors ? unsigned(Eigen::ComputeThinU | Eigen::ComputeThinV) : 0u);
+      sigma = svd.singularValues();
+      if (vectors) {
+        core_u = svd.matrixU();
+        core_v = svd.matrixV();
+      }
+    }
+    return true;
+  }
+
+  /// out = U·diag(w) over the first w.size() singular vectors (d×n); B as passed to compute().
+  template <class BX, class W, class Out>
+  void u_diagonal_into(const Eigen::MatrixBase<BX>& B, const W& w, Out&& out) const {
+    b_space.basis_times_into(B, core_u.leftCols(w.size()) * w.asDiagonal(), out);
+  }
+  /// out = diag(w)·Vᵀ over the first w.size() singular vectors (n×k), in A's layout.
+  template <class AX, class W, class Out>
+  void diagonal_vt_into(const Eigen::MatrixBase<AX>& A, const W& w, Out&& out) const {
+    a_space.transposed_basis_times_into(A.transpose(), core_v.leftCols(w.size()) * w.asDiagonal(),
+                                        out);
+  }
+
+ private:
+  /// The SVD C = P·Σ·Sᵀ of a square core from the eigen-decomposition CᵀC = S·Σ²·Sᵀ, with
+  /// P = C·S·Σ⁻¹; false (nothing written) when C is singular. Taken when both factors went the
+  /// Gram route, so κ(C) ≤ κ(R_B)·κ(R_A) ≤ 16: the eigenvalues carry an absolute error of order
+  /// ε·σ₁², hence σᵢ one of order ε·σ₁²/σᵢ ≤ 16·ε·σ₁, the accuracy the Gram route already has.
+  /// A 16×16 core costs 6–9 µs this way against 26–35 µs for BDCSVD.
+  bool decompose_by_cross_product(const matrix& core, bool vectors) {
+    const matrix cross = core.transpose() * core;
+    const Eigen::SelfAdjointEigenSolver<matrix> eigen(
+        cross, vectors ? Eigen::ComputeEigenvectors : Eigen::EigenvaluesOnly);
+    if (eigen.info() != Eigen::Success || !(eigen.eigenvalues()(0) > 0)) return false;
+    sigma = eigen.eigenvalues().reverse().cwiseSqrt();
+    if (vectors) {
+      core_v = eigen.eigenvectors().rowwise().reverse();
+      core_u = core * core_v * sigma.cwiseInverse().asDiagonal();
+    }
+    return true;
+  }
+};
+
+}  // namespace detail
+
 template <class S>
 class low_rank_svd {
  public:
@@ -73,35 +157,24 @@ class low_rank_svd {
     cols_ = A.cols();
     options_ = options;
     computed_ = false;
-    const bool want_u = options & compute_u, want_v = options & (compute_v | compute_vt);
-    detail::column_space<S> qb, qa;
-    qb.compute(B);
-    qa.compute(A.transpose());
-    const matrix core = s * qb.R() * qa.R().transpose();  // p_b × p_a
-    if (!core.allFinite()) {
+    detail::factor_space_svd<S> parts;
+    if (!parts.compute(B, A, s, options != singular_values_only)) {
       info_ = Eigen::NumericalIssue;
       return *this;
     }
-    const index p = std::min(core.rows(), core.cols());
-    if (p == 0) {
-      singular_values_.resize(0);
-      u_ = matrix::Zero(rows_, 0);
-      v_ = matrix::Zero(cols_, 0);
-      vt_ = matrix::Zero(0, cols_);
-    } else {
-      matrix core_u, core_v;  // the core's singular vectors: core = core_u·Σ·core_vᵀ
-      if (!(qb.via_gram() && qa.via_gram() &&
-            decompose_by_cross_product(core, want_u || want_v, core_u, core_v))) {
-        const unsigned core_options = (want_u ? unsigned(Eigen::ComputeThinU) : 0u) |
-                                      (want_v ? unsigned(Eigen::ComputeThinV) : 0u);
-        const Eigen::BDCSVD<matrix> svd(core, core_options);
-        singular_values_ = svd.singularValues();
-        if (want_u) core_u = svd.matrixU();
-        if (want_v) core_v = svd.matrixV();
-      }
-      if (want_u) u_ = qb.basis_times(B, core_u);
-      if (options & compute_v) v_ = qa.basis_times(A.transpose(), core_v);
-      if (options & compute_vt) vt_ = qa.transposed_basis_times(A.transpose(), core_v);
+    singular_values_ = std::move(parts.sigma);
+    const index p = singular_values_.size();
+    if (options & compute_u) {
+      u_.resize(rows_, p);
+      parts.b_space.basis_times_into(B, parts.core_u, u_);
+    }
+    if (options & compute_v) {
+      v_.resize(cols_, p);
+      parts.a_space.basis_times_into(A.transpose(), parts.core_v, v_);
+    }
+    if (options & compute_vt) {
+      vt_.resize(p, cols_);
+      parts.a_space.transposed_basis_times_into(A.transpose(), parts.core_v, vt_);
     }
     info_ = Eigen::Success;
     computed_ = true;
@@ -139,9 +212,7 @@ class low_rank_svd {
   /// The number of σᵢ > threshold()·σ₁ (0 for a zero matrix).
   index rank() const {
     require_computed("rank");
-    if (singular_values_.size() == 0 || !(singular_values_(0) > 0)) return 0;
-    const S cut = threshold() * singular_values_(0);
-    return static_cast<index>((singular_values_.array() > cut).count());
+    return detail::numerical_rank(singular_values_, threshold());
   }
   low_rank_svd& setThreshold(S threshold) {
     if (!(threshold >= 0))
@@ -151,8 +222,7 @@ class low_rank_svd {
   }
   /// The relative threshold of rank(): the one set, or max(d, k)·ε.
   S threshold() const {
-    return threshold_ >= 0 ? threshold_
-                           : S(std::max<index>({rows_, cols_, 1})) * std::numeric_limits<S>::epsilon();
+    return threshold_ >= 0 ? threshold_ : detail::default_rank_threshold<S>(rows_, cols_);
   }
 
   Eigen::ComputationInfo info() const { return info_; }
@@ -160,25 +230,6 @@ class low_rank_svd {
   index cols() const { return cols_; }
 
  private:
-  /// The SVD C = P·Σ·Sᵀ of a square core from the eigen-decomposition CᵀC = S·Σ²·Sᵀ, with
-  /// P = C·S·Σ⁻¹; false (nothing written) when C is singular. Taken when both factors went the
-  /// Gram route, so κ(C) ≤ κ(R_B)·κ(R_A) ≤ 16: the eigenvalues carry an absolute error of order
-  /// ε·σ₁², hence σᵢ one of order ε·σ₁²/σᵢ ≤ 16·ε·σ₁, the accuracy the Gram route already has.
-  /// A 16×16 core costs 6–9 µs this way against 26–35 µs for BDCSVD.
-  bool decompose_by_cross_product(const matrix& core, bool vectors, matrix& core_u,
-                                  matrix& core_v) {
-    const matrix cross = core.transpose() * core;
-    const Eigen::SelfAdjointEigenSolver<matrix> eigen(
-        cross, vectors ? Eigen::ComputeEigenvectors : Eigen::EigenvaluesOnly);
-    if (eigen.info() != Eigen::Success || !(eigen.eigenvalues()(0) > 0)) return false;
-    singular_values_ = eigen.eigenvalues().reverse().cwiseSqrt();
-    if (vectors) {
-      core_v = eigen.eigenvectors().rowwise().reverse();
-      core_u = core * core_v * singular_values_.cwiseInverse().asDiagonal();
-    }
-    return true;
-  }
-
   void require_computed(const char* what) const {
     if (!computed_)
       throw error(error_code::invalid_argument,

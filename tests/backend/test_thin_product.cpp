@@ -1,0 +1,95 @@
+// The thin products X·C (backend/eigen/thin_product.hpp) on every layout of X and of the output
+// they dispatch on, against a double reference, entry by entry.
+#include <doctest/doctest.h>
+
+#include <random>
+
+#include "lola/backend/eigen/thin_product.hpp"
+#include "support/test_support.hpp"
+
+using lola_test::eps;
+using lola_test::gaussian;
+using lola_test::in_double;
+using lola_test::matrix;
+using lola_test::matrix_d;
+
+namespace {
+
+template <class T>
+using row_major = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// max over entries of |out − X·C| ÷ (γ_n·|X|·|C|) with γ_n = n·ε: each entry is one dot product
+/// of length n, so any summation order stays within it (Higham §3.1, u = ε/2 doubled for the
+/// reference's own rounding); ≤ 1 passes. Exact zeros of the bound demand exact zeros.
+template <class T, class O, class X>
+double worst_ratio(const O& out, const X& x, const matrix<T>& c) {
+  const matrix_d xd = in_double(x), cd = in_double(c);
+  const matrix_d reference = xd * cd;
+  const matrix_d bound = double(x.cols()) * eps<T>() * (xd.cwiseAbs() * cd.cwiseAbs());
+  double worst = 0;
+  for (Eigen::Index j = 0; j < out.cols(); ++j)
+    for (Eigen::Index i = 0; i < out.rows(); ++i) {
+      const double error = std::abs(double(out(i, j)) - reference(i, j));
+      worst = std::max(worst, bound(i, j) > 0 ? error / bound(i, j) : (error > 0 ? 1e300 : 0.0));
+    }
+  return worst;
+}
+
+/// X·C into a column-major matrix, a row-major one, and blocks of larger ones of both kinds.
+template <class T, class X>
+void check_product(const X& x, const matrix<T>& c) {
+  const Eigen::Index m = x.rows(), k = c.cols();
+  matrix<T> columns(m, k);
+  lola::detail::thin_product_into<T>(x, c, columns);
+  CHECK(worst_ratio<T>(columns, x, c) <= 1.0);
+  row_major<T> rows(m, k);
+  lola::detail::thin_product_into<T>(x, c, rows);
+  CHECK(worst_ratio<T>(rows, x, c) <= 1.0);
+  matrix<T> wide = matrix<T>::Constant(k + 3, m + 2, T(7));  // out = block of a transpose
+  lola::detail::thin_product_into<T>(x, c, wide.block(1, 2, k, m).transpose());
+  CHECK(worst_ratio<T>(wide.block(1, 2, k, m).transpose(), x, c) <= 1.0);
+  CHECK((wide.topRows(1).array() == T(7)).all());  // nothing written outside the block
+  CHECK((wide.bottomRows(2).array() == T(7)).all());
+  matrix<T> tall = matrix<T>::Constant(m + 4, k + 1, T(7));
+  lola::detail::thin_product_into<T>(x, c, tall.block(3, 1, m, k));
+  CHECK(worst_ratio<T>(tall.block(3, 1, m, k), x, c) <= 1.0);
+  CHECK((tall.col(0).array() == T(7)).all());
+  CHECK((tall.topRows(3).array() == T(7)).all());
+}
+
+}  // namespace
+
+TEST_SUITE("backend.thin_product") {
+  TEST_CASE_TEMPLATE("X·C on every layout, rank and length, within γ_n·|X|·|C|", T, float, double) {
+    std::mt19937_64 rng(23);
+    // Ranks with and without the fixed row kernels; output widths around the 4-column tile;
+    // lengths around one lane, the 3-lane tile and beyond.
+    for (int n : {1, 3, 4, 8, 16, 17, 32}) {
+      for (int k : {1, 3, 4, 5, n}) {
+        for (int m : {0, 1, 15, 47, 48, 49, 100, 257}) {
+          CAPTURE(n);
+          CAPTURE(k);
+          CAPTURE(m);
+          const matrix<T> c = gaussian<T>(n, k, rng);
+          check_product<T>(gaussian<T>(m, n, rng), c);                 // contiguous columns
+          check_product<T>(row_major<T>(gaussian<T>(m, n, rng)), c);   // contiguous rows
+          const matrix<T> wide = gaussian<T>(n, m, rng);
+          check_product<T>(wide.transpose(), c);  // Aᵀ of a column-major A
+          const matrix<T> padded = gaussian<T>(m + 5, n + 2, rng);
+          check_product<T>(padded.block(2, 1, m, n), c);
+          check_product<T>(T(2) * padded.block(2, 1, m, n), c);  // no direct access: Eigen
+        }
+      }
+    }
+  }
+
+  TEST_CASE("the check detects a product that drops one column of X") {
+    std::mt19937_64 rng(9);
+    for (int n : {4, 16}) {
+      const matrix<float> x = gaussian<float>(100, n, rng), c = gaussian<float>(n, n, rng);
+      matrix<float> dropped(100, n);
+      lola::detail::thin_product_into<float>(x.leftCols(n - 1), c.topRows(n - 1), dropped);
+      CHECK(worst_ratio<float>(dropped, x, c) > 1.0);
+    }
+  }
+}
