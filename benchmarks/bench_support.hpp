@@ -101,6 +101,18 @@ inline double read_floor_seconds(const std::vector<const Eigen::MatrixXf*>& buff
   });
 }
 
+/// The floor for an operation that reads these buffers once and writes as many bytes (a new
+/// factor pair per module): a vectorised copy of each into a destination of its size.
+inline double copy_floor_seconds(const std::vector<const Eigen::MatrixXf*>& buffers) {
+  std::vector<Eigen::MatrixXf> copies;
+  copies.reserve(buffers.size());
+  for (const auto* m : buffers) copies.emplace_back(m->rows(), m->cols());
+  return fastest_seconds([&] {
+    for (std::size_t i = 0; i < buffers.size(); ++i) copies[i] = *buffers[i];
+    benchmark::ClobberMemory();
+  });
+}
+
 /// The floor for an operation that must read and write `w` once (plus read `also_read`):
 /// w = w·1 + 0 in one vectorised pass, which no compiler may elide for floats.
 inline double read_write_floor_seconds(Eigen::MatrixXf& w,
