@@ -1,5 +1,5 @@
-// The Gram primitive XᵀX (backend/eigen/gram.hpp) on every memory layout it dispatches on, against
-// a double reference, entry by entry.
+// The Gram primitives XᵀX and XᵀY (backend/eigen/gram.hpp) on every memory layout they dispatch
+// on, against a double reference, entry by entry.
 #include <doctest/doctest.h>
 
 #include <random>
@@ -18,14 +18,14 @@ namespace {
 template <class T>
 using row_major = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-/// max over entries of |G − XᵀX| ÷ (γ_m·|X|ᵀ|X|), with γ_m = m·ε: any order of summing m products
+/// max over entries of |G − XᵀY| ÷ (γ_m·|X|ᵀ|Y|), with γ_m = m·ε: any order of summing m products
 /// in T stays within it (Higham §3.1, u = ε/2 doubled for the reference's own rounding), so a
-/// kernel passes iff this is ≤ 1. Exact zeros of |X|ᵀ|X| demand exact zeros of G.
-template <class T, class X>
-double worst_ratio(const matrix<T>& g, const X& x) {
-  const matrix_d xd = in_double(x);
-  const matrix_d reference = xd.transpose() * xd;
-  const matrix_d bound = double(x.rows()) * eps<T>() * (xd.cwiseAbs().transpose() * xd.cwiseAbs());
+/// kernel passes iff this is ≤ 1. Exact zeros of |X|ᵀ|Y| demand exact zeros of G.
+template <class T, class X, class Y>
+double worst_ratio(const matrix<T>& g, const X& x, const Y& y) {
+  const matrix_d xd = in_double(x), yd = in_double(y);
+  const matrix_d reference = xd.transpose() * yd;
+  const matrix_d bound = double(x.rows()) * eps<T>() * (xd.cwiseAbs().transpose() * yd.cwiseAbs());
   double worst = 0;
   for (Eigen::Index j = 0; j < g.cols(); ++j)
     for (Eigen::Index i = 0; i < g.rows(); ++i) {
@@ -41,8 +41,17 @@ void check_gram(const X& x) {
   lola::detail::gram_into<T>(x, g);
   REQUIRE(g.rows() == x.cols());
   REQUIRE(g.cols() == x.cols());
-  CHECK(worst_ratio<T>(g, x) <= 1.0);
+  CHECK(worst_ratio<T>(g, x, x) <= 1.0);
   CHECK(g == g.transpose());  // both triangles are written from one computed value
+}
+
+template <class T, class X, class Y>
+void check_cross(const X& x, const Y& y) {
+  matrix<T> g;
+  lola::detail::cross_gram_into<T>(x, y, g);
+  REQUIRE(g.rows() == x.cols());
+  REQUIRE(g.cols() == y.cols());
+  CHECK(worst_ratio<T>(g, x, y) <= 1.0);
 }
 
 }  // namespace
@@ -71,13 +80,34 @@ TEST_SUITE("backend.gram") {
     }
   }
 
+  TEST_CASE_TEMPLATE("XᵀY for two factors, equal and unequal widths, within γ_m·|X|ᵀ|Y|", T, float,
+                     double) {
+    std::mt19937_64 rng(29);
+    for (auto [p, q] : {std::pair{4, 4}, std::pair{16, 16}, std::pair{8, 12}, std::pair{5, 3},
+                        std::pair{32, 32}, std::pair{17, 16}}) {
+      for (int m : {0, 1, 17, 256, 1000}) {
+        CAPTURE(p);
+        CAPTURE(q);
+        CAPTURE(m);
+        check_cross<T>(gaussian<T>(m, p, rng), gaussian<T>(m, q, rng));  // contiguous columns
+        const row_major<T> xr = gaussian<T>(m, p, rng).eval(), yr = gaussian<T>(m, q, rng).eval();
+        check_cross<T>(xr, yr);  // contiguous rows
+        const matrix<T> a = gaussian<T>(p, m, rng), b = gaussian<T>(q, m, rng);
+        check_cross<T>(a.transpose(), b.transpose());  // Aᵀ·Āᵀ of column-major A, Ā (O-Align)
+        check_cross<T>(gaussian<T>(m, p, rng), yr);    // mixed layouts: Eigen's product
+        const matrix<T> padded = gaussian<T>(m + 3, p + q, rng);  // two blocks of one matrix
+        check_cross<T>(padded.block(1, 0, m, p), padded.block(2, p, m, q));
+      }
+    }
+  }
+
   TEST_CASE("the check detects a kernel that drops the rows past the last full lane") {
     std::mt19937_64 rng(5);
     for (int n : {4, 16}) {
       const matrix<float> x = gaussian<float>(257, n, rng);
       matrix<float> short_gram;
       lola::detail::gram_into<float>(x.topRows(256), short_gram);
-      CHECK(worst_ratio<float>(short_gram, x) > 1.0);
+      CHECK(worst_ratio<float>(short_gram, x, x) > 1.0);
     }
   }
 }

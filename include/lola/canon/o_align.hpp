@@ -19,6 +19,8 @@
 #include <Eigen/SVD>
 
 #include "lola/backend/eigen/evaluate.hpp"
+#include "lola/backend/eigen/gram.hpp"
+#include "lola/backend/eigen/thin_product.hpp"
 #include "lola/core/shape.hpp"
 
 namespace lola {
@@ -52,16 +54,19 @@ alignment_result<scalar_of_t<E>> o_align(const E& module, const T& templ) {
     out.Q = matrix(0, 0);
     return out;
   }
-  const auto B = detail::as_compute<S>(f.B());
-  const auto A = detail::as_compute<S>(f.A());
-  matrix M = B.transpose() * detail::as_compute<S>(t.B());
-  M.noalias() += A * detail::as_compute<S>(t.A()).transpose();
+  const auto& B = detail::as_compute<S>(f.B());
+  const auto& A = detail::as_compute<S>(f.A());
+  matrix M, from_a;  // M = Bᵀ·B̄ + A·Āᵀ, each a cross-Gram of factors of one shape
+  detail::cross_gram_into<S>(B, detail::as_compute<S>(t.B()), M);
+  detail::cross_gram_into<S>(A.transpose(), detail::as_compute<S>(t.A()).transpose(), from_a);
+  M += from_a;
   const Eigen::JacobiSVD<matrix> svd(M, Eigen::ComputeFullU | Eigen::ComputeFullV);
   out.Q = svd.matrixU() * svd.matrixV().transpose();
   const auto& sigma = svd.singularValues();
   out.min_singular_value = sigma(0) > 0 ? sigma(r - 1) / sigma(0) : S(0);
-  matrix BQ = B * out.Q;
-  matrix QtA = out.Q.transpose() * A;
+  matrix BQ(f.rows(), r), QtA(r, f.cols());
+  detail::thin_product_into<S>(B, out.Q, BQ);
+  detail::thin_product_into<S>(A.transpose(), out.Q, QtA.transpose());  // (Qᵀ·A)ᵀ = Aᵀ·Q
   out.aligned = low_rank_matrix<S>(std::move(BQ), std::move(QtA), f.scale());
   return out;
 }
