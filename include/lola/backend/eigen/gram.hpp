@@ -45,15 +45,18 @@ template <class S>
 using gram_lane = Eigen::Array<S, 64 / int(sizeof(S)), 1>;
 
 /// G(0:p4, 0:q4) = XᵀY over the first p4 columns of X and q4 of Y (multiples of 4), for X and Y
-/// with contiguous columns; only the lower block triangle when `lower` (the Gram, Y = X).
-template <class S>
-void cross_columns_tiled(const S* x, index x_stride, const S* y, index y_stride, index m, index p4,
-                         index q4, bool lower, dense_matrix<S>& g) {
+/// with contiguous columns; only the lower block triangle when `Lower` (the Gram: Y is X).
+template <bool Lower, class S>
+void cross_columns_tiled(const S* x, index x_stride, const S* y_in, index y_stride_in, index m,
+                         index p4, index q4, dense_matrix<S>& g) {
+  // For a Gram the compiler is told that Y is X, so it loads through one pointer.
+  const S* const y = Lower ? x : y_in;
+  const index y_stride = Lower ? x_stride : y_stride_in;
   using lane = gram_lane<S>;
   using lane_map = Eigen::Map<const lane>;
   constexpr index width = lane::SizeAtCompileTime, block = 256;
   const index m_lanes = m / width * width;
-  const auto last_j0 = [&](index i0) { return lower ? i0 : q4 - 4; };
+  const auto last_j0 = [&](index i0) { return Lower ? i0 : q4 - 4; };
   index pairs = 0;
   for (index i0 = 0; i0 < p4; i0 += 4) pairs += last_j0(i0) / 4 + 1;
   std::vector<lane> sums(std::size_t(pairs * 16), lane::Zero());
@@ -88,36 +91,58 @@ void cross_columns_tiled(const S* x, index x_stride, const S* y, index y_stride,
         }
 }
 
-/// XᵀY for X and Y with contiguous rows of fixed length N (`x_stride`, `y_stride` apart).
-template <int N, class S>
-void cross_rows_fixed(const S* x, index x_stride, const S* y, index y_stride, index m,
-                      dense_matrix<S>& g) {
-  using fixed = Eigen::Matrix<S, N, N>;
+/// g = XᵀY for X and Y with contiguous rows of fixed length N, in panels of four rows,
+/// prefetching 4 KiB ahead in each operand. `Same`: Y is X, read once. The sum is a local that
+/// is copied out at the end, so it stays in registers (a reference or a returned object, which
+/// might alias the operands, is kept in memory: 15% slower at N = 16).
+template <int N, bool Same, class S>
+void rows_fixed_into(const S* x, index x_stride, const S* y, index y_stride, index m,
+                     dense_matrix<S>& g) {
+  Eigen::Matrix<S, N, N> acc = Eigen::Matrix<S, N, N>::Zero();
   using panel_map = Eigen::Map<const Eigen::Matrix<S, N, 4>, 0, Eigen::OuterStride<>>;
   using row_map = Eigen::Map<const Eigen::Matrix<S, N, 1>>;
   constexpr index line = 64 / index(sizeof(S));  // elements per cache line
-  const auto prefetch = [&](const S* z, index stride, index row0) {
-    if (stride == N) {
-      for (index e = 0; e < 4 * N; e += line) LOLA_PREFETCH(z + row0 * N + e);
-    } else {
-      for (index row = row0; row < row0 + 4; ++row)
-        for (index e = 0; e < N; e += line) LOLA_PREFETCH(z + row * stride + e);
-    }
-  };
   const index x_ahead = std::max<index>(4, 4096 / index(sizeof(S)) / x_stride);  // rows in 4 KiB
   const index y_ahead = std::max<index>(4, 4096 / index(sizeof(S)) / y_stride);
-  fixed acc = fixed::Zero();
   index t = 0;
   for (; t + 4 <= m; t += 4) {
-    if (t + x_ahead + 4 <= m) prefetch(x, x_stride, t + x_ahead);
-    if (y != x && t + y_ahead + 4 <= m) prefetch(y, y_stride, t + y_ahead);
+    if (t + x_ahead + 4 <= m) {
+      if (x_stride == N) {
+        for (index e = 0; e < 4 * N; e += line) LOLA_PREFETCH(x + (t + x_ahead) * N + e);
+      } else {
+        for (index row = t + x_ahead; row < t + x_ahead + 4; ++row)
+          for (index e = 0; e < N; e += line) LOLA_PREFETCH(x + row * x_stride + e);
+      }
+    }
     const panel_map x_panel(x + t * x_stride, N, 4, Eigen::OuterStride<>(x_stride));
-    const panel_map y_panel(y + t * y_stride, N, 4, Eigen::OuterStride<>(y_stride));
-    acc.noalias() += x_panel.lazyProduct(y_panel.transpose());
+    if constexpr (Same) {
+      acc.noalias() += x_panel.lazyProduct(x_panel.transpose());
+    } else {
+      if (t + y_ahead + 4 <= m) {
+        if (y_stride == N) {
+          for (index e = 0; e < 4 * N; e += line) LOLA_PREFETCH(y + (t + y_ahead) * N + e);
+        } else {
+          for (index row = t + y_ahead; row < t + y_ahead + 4; ++row)
+            for (index e = 0; e < N; e += line) LOLA_PREFETCH(y + row * y_stride + e);
+        }
+      }
+      const panel_map y_panel(y + t * y_stride, N, 4, Eigen::OuterStride<>(y_stride));
+      acc.noalias() += x_panel.lazyProduct(y_panel.transpose());
+    }
   }
   for (; t < m; ++t)
     acc.noalias() += row_map(x + t * x_stride).lazyProduct(row_map(y + t * y_stride).transpose());
   g = acc;
+}
+
+/// XᵀY for X and Y with contiguous rows of fixed length N (`x_stride`, `y_stride` apart).
+template <int N, class S>
+void cross_rows_fixed(const S* x, index x_stride, const S* y, index y_stride, index m,
+                      dense_matrix<S>& g) {
+  if (x == y && x_stride == y_stride)
+    rows_fixed_into<N, true>(x, x_stride, x, x_stride, m, g);
+  else
+    rows_fixed_into<N, false>(x, x_stride, y, y_stride, m, g);
 }
 
 /// cross_rows_fixed for the ranks it is compiled for; false for the others.
@@ -161,9 +186,14 @@ void cross_gram_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::MatrixBase<
     if (m > 0 && p > 0 && q > 0) {
       if constexpr (!x_rows) {
         const index p4 = p / 4 * 4, q4 = q / 4 * 4;
-        if (p4 > 0 && q4 > 0)
-          cross_columns_tiled(x.data(), x.outerStride(), y.data(), y.outerStride(), m, p4, q4,
-                              same, g);
+        if (p4 > 0 && q4 > 0) {
+          if (same)
+            cross_columns_tiled<true>(x.data(), x.outerStride(), x.data(), x.outerStride(), m, p4,
+                                      p4, g);
+          else
+            cross_columns_tiled<false>(x.data(), x.outerStride(), y.data(), y.outerStride(), m, p4,
+                                       q4, g);
+        }
         if (q > q4) g.rightCols(q - q4).noalias() = x.transpose() * y.rightCols(q - q4);
         if (p > p4 && q4 > 0)
           g.bottomLeftCorner(p - p4, q4).noalias() =
