@@ -12,11 +12,10 @@ using lola_test::gaussian;
 using lola_test::in_double;
 using lola_test::matrix;
 using lola_test::matrix_d;
+using lola_test::row_major;
+using lola_test::worst_entry_ratio;
 
 namespace {
-
-template <class T>
-using row_major = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 /// max over entries of |G − XᵀY| ÷ (γ_m·|X|ᵀ|Y|), with γ_m = m·ε: any order of summing m products
 /// in T stays within it (Higham §3.1, u = ε/2 doubled for the reference's own rounding), so a
@@ -26,13 +25,7 @@ double worst_ratio(const matrix<T>& g, const X& x, const Y& y) {
   const matrix_d xd = in_double(x), yd = in_double(y);
   const matrix_d reference = xd.transpose() * yd;
   const matrix_d bound = double(x.rows()) * eps<T>() * (xd.cwiseAbs().transpose() * yd.cwiseAbs());
-  double worst = 0;
-  for (Eigen::Index j = 0; j < g.cols(); ++j)
-    for (Eigen::Index i = 0; i < g.rows(); ++i) {
-      const double error = std::abs(double(g(i, j)) - reference(i, j));
-      worst = std::max(worst, bound(i, j) > 0 ? error / bound(i, j) : (error > 0 ? 1e300 : 0.0));
-    }
-  return worst;
+  return worst_entry_ratio(g, reference, bound);
 }
 
 template <class T, class X>

@@ -12,11 +12,10 @@ using lola_test::gaussian;
 using lola_test::in_double;
 using lola_test::matrix;
 using lola_test::matrix_d;
+using lola_test::row_major;
+using lola_test::worst_entry_ratio;
 
 namespace {
-
-template <class T>
-using row_major = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 /// max over entries of |out − X·C| ÷ (γ_n·|X|·|C|) with γ_n = n·ε: each entry is one dot product
 /// of length n, so any summation order stays within it (Higham §3.1, u = ε/2 doubled for the
@@ -26,13 +25,7 @@ double worst_ratio(const O& out, const X& x, const matrix<T>& c) {
   const matrix_d xd = in_double(x), cd = in_double(c);
   const matrix_d reference = xd * cd;
   const matrix_d bound = double(x.cols()) * eps<T>() * (xd.cwiseAbs() * cd.cwiseAbs());
-  double worst = 0;
-  for (Eigen::Index j = 0; j < out.cols(); ++j)
-    for (Eigen::Index i = 0; i < out.rows(); ++i) {
-      const double error = std::abs(double(out(i, j)) - reference(i, j));
-      worst = std::max(worst, bound(i, j) > 0 ? error / bound(i, j) : (error > 0 ? 1e300 : 0.0));
-    }
-  return worst;
+  return worst_entry_ratio(out, reference, bound);
 }
 
 /// X·C into a column-major matrix, a row-major one, and blocks of larger ones of both kinds.

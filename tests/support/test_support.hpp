@@ -1,6 +1,7 @@
 #pragma once
 // Shared helpers for lola's tests: random data, ε, and the error bounds tolerances derive from.
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -42,6 +43,22 @@ matrix_d in_double(const X& x) {
 template <class T>
 double product_tolerance(double terms, double norm_product) {
   return 2.0 * (terms + 2.0) * eps<T>() * norm_product;
+}
+
+template <class T>
+using row_major = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// max over entries of |computed − reference| ÷ bound, for an entry-wise error bound; an exact zero
+/// of the bound demands an exact zero of the error. A kernel is within its bound iff this is ≤ 1.
+template <class C>
+double worst_entry_ratio(const C& computed, const matrix_d& reference, const matrix_d& bound) {
+  double worst = 0;
+  for (Eigen::Index j = 0; j < computed.cols(); ++j)
+    for (Eigen::Index i = 0; i < computed.rows(); ++i) {
+      const double error = std::abs(double(computed(i, j)) - reference(i, j));
+      worst = std::max(worst, bound(i, j) > 0 ? error / bound(i, j) : (error > 0 ? 1e300 : 0.0));
+    }
+  return worst;
 }
 
 }  // namespace lola_test
