@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Builds and runs every lola test through ctest: the Release build (unit tests, the header compile
-# test, the packaging tests, the examples, the command-line tool end to end and the benchmark smoke
-# runs), then the core, expression and file-format tests again under AddressSanitizer and
-# UndefinedBehaviorSanitizer with Eigen's own assertions on, then fuzzes every file reader with
-# libFuzzer (scripts/fuzz.sh, LOLA_FUZZ_SECONDS per target, default 60).
+# test, the packaging tests, the examples, the command-line tool end to end, the benchmark smoke
+# runs and the Thrust-launched kernels on Thrust's host systems), then the core, expression and
+# file-format tests again under AddressSanitizer and UndefinedBehaviorSanitizer with Eigen's own
+# assertions on, then fuzzes every file reader with libFuzzer (scripts/fuzz.sh, LOLA_FUZZ_SECONDS
+# per target, default 60).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 lola_require_packages g++ clang cmake libeigen3-dev doctest-dev libbenchmark-dev nlohmann-json3-dev
+# Thrust for the host-system tests of the Thrust-launched kernels: the CUDA toolkit's, else Debian's.
+if [[ ! -f /usr/local/cuda/include/cccl/thrust/version.h ]]; then lola_require_packages libthrust-dev; fi
 
 echo "== Release build and tests"
 cmake --preset test

@@ -1,0 +1,205 @@
+// The host-device r×r kernels: Jacobi eigen-decomposition and singular values from the two Grams.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include <Eigen/Eigenvalues>
+#include <Eigen/SVD>
+
+#include "lola/backend/eigen/gram.hpp"
+#include "lola/core/random.hpp"
+#include "lola/linalg/jacobi_eigen.hpp"
+#include "lola/linalg/spectrum_from_grams.hpp"
+#include "support/test_support.hpp"
+
+using lola_test::eps;
+using lola_test::gaussian;
+using lola_test::in_double;
+using lola_test::matrix;
+using lola_test::matrix_d;
+
+namespace {
+// Backward error of jacobi_eigen: a sweep is n − 1 layers of disjoint rotations, each backward
+// stable to 6ε‖A‖_F (Wilkinson); these sizes converge in at most 10 sweeps (the kernel reports
+// failure otherwise), so ‖δA‖_F ≤ 60·(n − 1)·ε·‖A‖_F ≤ 64·n·ε·‖A‖_F, which by Weyl bounds every
+// eigenvalue's error, and √n times it the residual and the loss of orthogonality.
+template <class T>
+double jacobi_tolerance(int n, double norm) {
+  return 64.0 * n * eps<T>() * norm;
+}
+
+template <class T>
+struct eigen_out {
+  std::vector<T> w, v;
+  bool ok;
+};
+
+template <class T>
+eigen_out<T> run_jacobi(const matrix<T>& a, bool vectors) {
+  const int n = int(a.rows());
+  matrix<T> work = a;
+  eigen_out<T> out{std::vector<T>(n), std::vector<T>(vectors ? n * n : 0), false};
+  out.ok = lola::detail::jacobi_eigen(work.data(), n, out.w.data(), vectors ? out.v.data() : nullptr);
+  return out;
+}
+
+template <class T>
+void check_decomposition(const matrix<T>& a) {
+  const int n = int(a.rows());
+  const eigen_out<T> e = run_jacobi(a, true);
+  REQUIRE(e.ok);
+  const Eigen::SelfAdjointEigenSolver<matrix_d> reference(in_double(a));
+  const double tolerance = jacobi_tolerance<T>(n, in_double(a).norm());
+  for (int i = 0; i < n; ++i) {
+    CHECK(std::abs(double(e.w[i]) - reference.eigenvalues()(n - 1 - i)) <= tolerance);
+    if (i > 0) CHECK(e.w[i - 1] >= e.w[i]);
+  }
+  const matrix_d v = Eigen::Map<const matrix<T>>(e.v.data(), n, n).template cast<double>();
+  const matrix_d w = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(e.w.data(), n)
+                         .template cast<double>()
+                         .asDiagonal();
+  CHECK((v.transpose() * v - matrix_d::Identity(n, n)).norm() <=
+        jacobi_tolerance<T>(n, std::sqrt(double(n))));
+  CHECK((in_double(a) * v - v * w).norm() <= std::sqrt(double(n)) * tolerance);
+}
+
+template <class T>
+matrix<T> random_symmetric(int n, std::mt19937_64& rng) {
+  const matrix<T> x = gaussian<T>(n, n, rng);
+  return (x + x.transpose()) / T(2);
+}
+
+// σ of s·B·A through the Grams: the Grams (γ_d, γ_k relative to ‖B‖_F², ‖A‖_F²), the Jacobi
+// decomposition of G_A and of M (64·r·ε each, above), the two r×r products (γ_r each) put an
+// absolute error δμ ≤ 2·(d + k + 2r + 128·r)·ε·‖B‖_F²·‖A‖_F² on μ = σ²/s², and
+// |√μ̂ − √μ| ≤ min(√δμ, δμ/√μ).
+template <class T>
+double sigma_tolerance(int d, int k, int r, double s, double norm_b, double norm_a, double sigma) {
+  const double delta_mu = 2.0 * (d + k + 2 * r + 128 * r) * eps<T>() * norm_b * norm_b * norm_a * norm_a;
+  const double mu = sigma * sigma / (s * s);
+  return std::abs(s) * std::min(std::sqrt(delta_mu), mu > 0 ? delta_mu / std::sqrt(mu) : 1e300);
+}
+
+template <class T, class BX, class AX>
+std::vector<T> sigma_from_factors(const BX& B, const AX& A, T s, bool* ok = nullptr) {
+  const int r = int(B.cols());
+  matrix<T> gb, ga;
+  lola::detail::gram_into(B, gb);
+  lola::detail::gram_into(A.transpose(), ga);
+  std::vector<T> sigma(r), work(lola::detail::spectrum_workspace_size(r));
+  const bool success = lola::detail::spectrum_from_grams(gb.data(), ga.data(), s, r, sigma.data(), work.data());
+  if (ok) *ok = success;
+  return sigma;
+}
+}  // namespace
+
+TEST_SUITE("linalg.small_kernels") {
+  TEST_CASE_TEMPLATE("jacobi_eigen matches Eigen's symmetric solver; V orthonormal, A·V = V·Λ", T, float,
+                     double) {
+    std::mt19937_64 rng(7);
+    for (int n : {1, 2, 3, 5, 16, 40}) {
+      CAPTURE(n);
+      check_decomposition<T>(random_symmetric<T>(n, rng));
+    }
+  }
+
+  TEST_CASE_TEMPLATE("jacobi_eigen: repeated, zero and already diagonal matrices", T, float, double) {
+    std::mt19937_64 rng(8);
+    const int n = 6;
+    const matrix<T> q = lola::random_orthogonal<T>(n, rng);
+    Eigen::Matrix<T, Eigen::Dynamic, 1> lambda(n);
+    lambda << 3, 3, 3, -1, -1, 0;
+    check_decomposition<T>(q * lambda.asDiagonal() * q.transpose());  // a 3- and a 2-dim eigenspace
+    check_decomposition<T>(matrix<T>::Zero(n, n));
+    const matrix<T> diagonal = Eigen::Matrix<T, Eigen::Dynamic, 1>::LinSpaced(n, -2, 3).asDiagonal();
+    const eigen_out<T> e = run_jacobi(diagonal, true);
+    REQUIRE(e.ok);
+    for (int i = 0; i < n; ++i) {
+      CHECK(e.w[i] == diagonal(n - 1 - i, n - 1 - i));  // no rotation: exact, just sorted
+      CHECK(e.v[(n - 1 - i) + i * n] == T(1));          // and V the matching permutation
+    }
+  }
+
+  TEST_CASE_TEMPLATE("jacobi_eigen reports non-finite input", T, float, double) {
+    matrix<T> a = matrix<T>::Identity(3, 3);
+    a(1, 2) = a(2, 1) = std::numeric_limits<T>::quiet_NaN();
+    CHECK_FALSE(run_jacobi(a, false).ok);
+    a(1, 2) = a(2, 1) = std::numeric_limits<T>::infinity();
+    CHECK_FALSE(run_jacobi(a, true).ok);
+  }
+
+  TEST_CASE_TEMPLATE("spectrum_from_grams matches BDCSVD of the dense ΔW", T, float, double) {
+    std::mt19937_64 rng(9);
+    for (auto [d, k, r] : {std::tuple{40, 30, 6}, std::tuple{8, 50, 8}, std::tuple{3, 2, 5},
+                           std::tuple{1, 1, 1}, std::tuple{64, 64, 16}}) {
+      CAPTURE(d);
+      CAPTURE(k);
+      CAPTURE(r);
+      matrix<T> B = gaussian<T>(d, r, rng);
+      const matrix<T> A = gaussian<T>(r, k, rng);
+      if (r > 2) B.col(1).setZero();  // rank-deficient B: a singular Gram
+      const T s = T(-0.5);
+      bool ok = false;
+      const std::vector<T> sigma = sigma_from_factors(B, A, s, &ok);
+      REQUIRE(ok);
+      const Eigen::BDCSVD<matrix_d> reference(double(s) * in_double(B) * in_double(A));
+      const Eigen::Index p = reference.singularValues().size();
+      for (int i = 0; i < r; ++i) {
+        CAPTURE(i);
+        const double truth = i < p ? reference.singularValues()(i) : 0.0;  // beyond min(d, k): zero
+        CHECK(std::abs(double(sigma[i]) - truth) <=
+              sigma_tolerance<T>(d, k, r, double(s), in_double(B).norm(), in_double(A).norm(), truth));
+        if (i > 0) CHECK(sigma[i - 1] >= sigma[i]);
+      }
+    }
+  }
+
+  TEST_CASE_TEMPLATE("spectrum_from_grams is GL(r)-invariant; a wrong variant is told apart", T, float,
+                     double) {
+    std::mt19937_64 rng(10);
+    const int d = 30, k = 24, r = 5;
+    const matrix<T> B = gaussian<T>(d, r, rng), A = gaussian<T>(r, k, rng);
+    const matrix<T> G = lola::random_gl<T>(r, 100.0, rng);
+    const matrix<T> BG = B * G, GiA = G.inverse() * A;
+    const std::vector<T> sigma = sigma_from_factors(B, A, T(1)), moved = sigma_from_factors(BG, GiA, T(1));
+    const std::vector<T> not_an_action = sigma_from_factors(BG, A, T(1));  // (B·G, A): ΔW changes
+    // A "spectrum" that pairs the sorted eigenvalues of the two Grams: right only when B's and A's
+    // singular directions happen to align, so it must fail the same check.
+    matrix<T> gb, ga;
+    lola::detail::gram_into(B, gb);
+    lola::detail::gram_into(A.transpose(), ga);
+    const Eigen::SelfAdjointEigenSolver<matrix<T>> eb(gb), ea(ga);
+    const Eigen::BDCSVD<matrix_d> reference(in_double(B) * in_double(A));
+    bool wrong_variant_caught = false, non_action_caught = false;
+    for (int i = 0; i < r; ++i) {
+      const double truth = reference.singularValues()(i);
+      const auto bound = [&](const matrix<T>& b, const matrix<T>& a) {
+        return sigma_tolerance<T>(d, k, r, 1.0, in_double(b).norm(), in_double(a).norm(), truth);
+      };
+      CHECK(std::abs(double(moved[i]) - double(sigma[i])) <= bound(B, A) + bound(BG, GiA));
+      non_action_caught |= std::abs(double(not_an_action[i]) - double(sigma[i])) > bound(B, A) + bound(BG, A);
+      const double paired = std::sqrt(double(eb.eigenvalues()(r - 1 - i)) * double(ea.eigenvalues()(r - 1 - i)));
+      wrong_variant_caught |= std::abs(paired - truth) > bound(B, A);
+    }
+    CHECK(non_action_caught);
+    CHECK(wrong_variant_caught);
+  }
+
+  TEST_CASE_TEMPLATE("spectrum_from_grams: a zero module, and non-finite input", T, float, double) {
+    const int r = 4;
+    const matrix<T> zero = matrix<T>::Zero(r, r), identity = matrix<T>::Identity(r, r);
+    std::vector<T> sigma(r, T(-1)), work(lola::detail::spectrum_workspace_size(r));
+    REQUIRE(lola::detail::spectrum_from_grams(zero.data(), identity.data(), T(2), r, sigma.data(), work.data()));
+    for (T x : sigma) CHECK(x == T(0));
+    matrix<T> bad = identity;
+    bad(0, 0) = std::numeric_limits<T>::quiet_NaN();
+    CHECK_FALSE(lola::detail::spectrum_from_grams(bad.data(), identity.data(), T(1), r, sigma.data(), work.data()));
+    CHECK_FALSE(lola::detail::spectrum_from_grams(identity.data(), bad.data(), T(1), r, sigma.data(), work.data()));
+    CHECK_FALSE(lola::detail::spectrum_from_grams(identity.data(), identity.data(),
+                                                  std::numeric_limits<T>::infinity(), r, sigma.data(),
+                                                  work.data()));
+  }
+}
