@@ -3,6 +3,9 @@
 // and 2 threads (the thread count is the `_tN` suffix of the shape label):
 //   svd_values/lola/<adapter>_tN   singular_values(ΔW, r) of every module
 //   canonical/lola/<adapter>_tN    canonicalize(ΔW, balanced) of every module
+//   svd_values/lola_thrust_omp/<adapter>_tN  the batched route a GPU takes (where Thrust is found):
+//       every module's two Grams (backend/eigen/gram.hpp), then one Thrust launch of the r×r kernel
+//       over all modules (backend/thrust/batched_spectra.hpp) on Thrust's OpenMP system
 // against the obvious alternative
 //   svd_values/alt_dense_bdcsvd/<adapter>_tN   form the dense d×k ΔW, then Eigen::BDCSVD, values only
 // Bytes are those every variant must move: for svd_values the float B and A factors of all modules,
@@ -26,6 +29,13 @@
 #include <lola/lola.hpp>
 
 #include "bench_support.hpp"
+
+#if defined(LOLA_BENCH_THRUST)
+#include <thrust/system/omp/execution_policy.h>
+
+#include <lola/backend/eigen/gram.hpp>
+#include <lola/backend/thrust/batched_spectra.hpp>
+#endif
 
 
 namespace {
@@ -129,6 +139,35 @@ void lola_canonical(benchmark::State& state, adapter_spec spec, int threads) {
   });
 }
 
+#if defined(LOLA_BENCH_THRUST)
+/// The batched route: Grams per module into two contiguous r×r stacks, then one launch of the
+/// per-module r×r kernel. The standard adapters have one rank per adapter.
+void thrust_omp_values(benchmark::State& state, adapter_spec spec, int threads) {
+  const adapter& a = build(spec);
+  const int r = spec.modules.front().r;
+  const lola::index n = a.size(), rr = lola::index(r) * r;
+  std::vector<float> b_grams(n * rr), a_grams(n * rr), scales(n, 2.0f), sigma(n * r),
+      work(n * lola::detail::spectrum_workspace_size(r));
+  std::vector<int> status(n);
+  const double floor = lola_bench::read_floor_seconds(a.buffers);
+  lola_bench::set_threads(threads);
+  lola_bench::run_against_floor(state, a.bytes, floor, [&] {
+    lola::parallel_for(n, [&](lola::index i) {
+      Eigen::Map<Eigen::MatrixXf> gb(b_grams.data() + i * rr, r, r), ga(a_grams.data() + i * rr, r, r);
+      Eigen::MatrixXf g;
+      lola::detail::gram_into(a.B[std::size_t(i)], g);
+      gb = g;
+      lola::detail::gram_into(a.A[std::size_t(i)].transpose(), g);
+      ga = g;
+    });
+    lola::batched_spectra_from_grams(thrust::omp::par, n, r, b_grams.data(), a_grams.data(),
+                                     scales.data(), sigma.data(), work.data(), status.data());
+    benchmark::DoNotOptimize(sigma.data());
+    benchmark::ClobberMemory();
+  });
+}
+#endif
+
 void dense_bdcsvd_values(benchmark::State& state, adapter_spec spec, int threads) {
   const adapter& a = build(spec);
   std::vector<Eigen::VectorXf> sigma(a.delta.size());
@@ -164,6 +203,11 @@ const bool registered = [] {
   each([](const adapter_spec& spec, int threads, const std::string& shape) {
     benchmark::RegisterBenchmark(("svd_values/lola/" + shape).c_str(), lola_values, spec, threads)
         ->Unit(benchmark::kMillisecond);
+#if defined(LOLA_BENCH_THRUST)
+    benchmark::RegisterBenchmark(("svd_values/lola_thrust_omp/" + shape).c_str(), thrust_omp_values,
+                                 spec, threads)
+        ->Unit(benchmark::kMillisecond);
+#endif
     if (has_dense_alternative(spec.name))
       benchmark::RegisterBenchmark(("svd_values/alt_dense_bdcsvd/" + shape).c_str(),
                                    dense_bdcsvd_values, spec, threads)
