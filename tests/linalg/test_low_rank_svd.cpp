@@ -167,4 +167,23 @@ TEST_SUITE("linalg.low_rank_svd") {
     CHECK_THROWS_AS(values.matrixU(), lola::error);
     CHECK_THROWS_AS(svd.compute_factors(B, B), lola::error);  // 4x2 times 4x2
   }
+
+  TEST_CASE("the Gram route is taken exactly when κ(X) ≤ 4, whichever test settles it") {
+    // X = Q·diag(c)·Vᵀ with Haar Q (m×n) and V (n×n): κ(X) = max c / min c, and the rotation V
+    // spreads the Gram's off-diagonal mass, so Gershgorin's discs settle few of these and the
+    // shifted Cholesky or the eigenvalue problem must decide. A test that accepted any positive
+    // definite Gram (or used Gershgorin's λ_min bound with the exact λ_max) would fail κ = 4.5.
+    std::mt19937_64 rng(404);
+    for (int n : {4, 16, 32})
+      for (double kappa : {1.0, 1.5, 3.0, 3.9, 4.1, 4.5, 10.0, 1e4}) {
+        CAPTURE(n);
+        CAPTURE(kappa);
+        const matrix_d Q = lola::random_stiefel(40 * n, n, rng), V = lola::random_orthogonal(n, rng);
+        const Eigen::VectorXd c = Eigen::VectorXd::LinSpaced(n, 1.0, kappa);
+        const matrix_d X = Q * c.asDiagonal() * V.transpose();
+        lola::detail::column_space<double> space;
+        space.compute(X);
+        CHECK(space.via_gram() == (kappa <= 4.0));
+      }
+  }
 }
