@@ -8,7 +8,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
-lola_require_packages g++ clang cmake libeigen3-dev doctest-dev libbenchmark-dev nlohmann-json3-dev
+lola_require_packages g++ clang cmake ccache libeigen3-dev doctest-dev libbenchmark-dev nlohmann-json3-dev
+# A compiler cache: rebuilding unchanged sources, from this or another clone on the same machine
+# (paths are hashed relative to the clone), costs a lookup; a cold cache costs almost nothing.
+export CMAKE_CXX_COMPILER_LAUNCHER=ccache CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true
 # Thrust for the host-system tests of the Thrust-launched kernels: the CUDA toolkit's, else Debian's.
 if [[ ! -f /usr/local/cuda/include/cccl/thrust/version.h ]]; then lola_require_packages libthrust-dev; fi
 
