@@ -100,7 +100,29 @@ void load_from_file(benchmark::State& state, adapter_shape s) {
   std::remove(path.c_str());
 }
 
+// Writing many tiny tensors: n tensors of 2×2 F32 (a PEFT adapter of n/2 tiny modules) serialized
+// in the reference layout, header built, dumped and padded, data packed. Bytes: the image's size.
+// Floor: copying those bytes once into newly allocated memory, which a serializer that returns an
+// owned image must at least do. Linear in n since json_value objects keep a key index (a header
+// built by a linear-search set() took tens of seconds for 40,000 tensors).
+void serialize_many(benchmark::State& state, int n) {
+  std::vector<io::tensor> tensors;
+  const Eigen::MatrixXf values = lola_bench::random_matrix(2, 2, 3);
+  for (int i = 0; i < n; ++i)
+    tensors.push_back(io::tensor::from_matrix("base_model.model.model.layers." + std::to_string(i / 2) +
+                                                  ".mlp.down_proj.lora_" + (i % 2 ? "B" : "A") + ".weight",
+                                              io::dtype::F32, {2, 2}, values));
+  const auto bytes = static_cast<std::int64_t>(io::serialize_safetensors(tensors).size());
+  lola_bench::run_against_floor(state, bytes, copy_floor_seconds(bytes), [&] {
+    auto image = io::serialize_safetensors(tensors, {{"format", "pt"}});
+    benchmark::DoNotOptimize(image.data());
+  });
+}
+
 const bool registered = [] {
+  for (int n : {10000, 40000})
+    benchmark::RegisterBenchmark(("io/serialize_many_tiny_tensors/" + std::to_string(n)).c_str(), serialize_many, n)
+        ->Unit(benchmark::kMillisecond);
   for (const auto& s : adapters()) {
     benchmark::RegisterBenchmark(("io/parse_header/" + s.name).c_str(), parse_header, s)
         ->Unit(benchmark::kMicrosecond);

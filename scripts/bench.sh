@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
-lola_require_packages g++ cmake libeigen3-dev libbenchmark-dev nlohmann-json3-dev
+lola_require_packages g++ cmake make libeigen3-dev libbenchmark-dev nlohmann-json3-dev libre2-dev
 
 # One thread unless a benchmark sets its own count (the thread-scaling rows do).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
-lola_require_packages g++ clang cmake ccache libeigen3-dev doctest-dev libbenchmark-dev nlohmann-json3-dev
+lola_require_packages g++ clang cmake make ccache libeigen3-dev doctest-dev libbenchmark-dev nlohmann-json3-dev libre2-dev libcli11-dev
 # A compiler cache: rebuilding unchanged sources, from this or another clone on the same machine
 # (paths are hashed relative to the clone), costs a lookup; a cold cache costs almost nothing.
 export CMAKE_CXX_COMPILER_LAUNCHER=ccache CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true

@@ -223,7 +223,9 @@ TEST_CASE("glnet: bad weights, mismatched adapters and usage errors") {
     other.modules[1].A = lola_test::gaussian<double>(3, k_ab + 2, rng);
     other.modules[1].A_shape = {3, std::uint64_t(k_ab + 2)};
     io::save_adapter(other, t / "many/z", io::save_form::directory);
-    check_invalid_input(run_lola(t, {"glnet", t / "net.safetensors", t / "many"}), {t / "many/z", name_ab});
+    // Named by its index among all the adapters of the run (64), not within its chunk (0).
+    check_invalid_input(run_lola(t, {"glnet", t / "net.safetensors", t / "many"}),
+                        {"adapter 64 (" + t / "many/z" + ")", name_ab});
   }
   SUBCASE("an empty directory") {
     std::filesystem::create_directories(t / "empty");
@@ -234,6 +236,9 @@ TEST_CASE("glnet: bad weights, mismatched adapters and usage errors") {
     check_usage_error(run_lola(t, {"glnet", t / "net.safetensors", t / "a", "--dropout", "1"}), "glnet",
                       {"--dropout"});
     check_usage_error(run_lola(t, {"glnet", t / "net.safetensors", t / "a", "--bogus"}), "glnet", {"--bogus"});
+    for (const char* bad : {" 0.5", "0.5x", "nan", "-inf", ""})
+      check_usage_error(run_lola(t, {"glnet", t / "net.safetensors", t / "a", "--dropout", bad}), "glnet",
+                        {"--dropout"});
   }
 }
 
@@ -318,4 +323,69 @@ TEST_CASE("features: mismatched adapters are invalid input, option misuse a usag
                     {"--rank"});
   check_usage_error(run_lola(t, {"features", t / "a", "--kind", "svd"}), "features", {"--output"});
   check_no_output(t, out);
+}
+
+TEST_CASE("features: an error after the first 64 adapters names the adapter's index in the run and its path") {
+  temp_dir t;
+  std::mt19937_64 rng(506);
+  std::filesystem::create_directories(t / "set");
+  std::vector<std::string> paths;
+  for (int i = 0; i < 70; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "set/a%02d", i);
+    paths.push_back(t / name);
+    loaded a = make_adapter(rng, 3, 3);
+    if (i == 67) a.modules[1].name = "base_model.model.m.c";  // a layout the first adapter lacks
+    io::save_adapter(a, paths.back(), io::save_form::directory);
+  }
+  const std::string out = t / "f.safetensors";
+  // Loaded in chunks of 64 after the first adapter: index 67 is the 4th of its chunk, and
+  // featurize, which sees one chunk at a time, numbers it 4; the tool names it 67.
+  auto r = run_lola(t, {"features", t / "set", "--kind", "svd", "-o", out});
+  check_invalid_input(r, {"adapter 67 (" + paths[67] + ")", "base_model.model.m.c"});
+  CHECK_FALSE(contains(r.err, "adapter 4 ("));
+  check_no_output(t, out);
+  // A load failure in the second chunk: index and path as well.
+  write_bytes(paths[66] + "/adapter_model.safetensors", "garbage");
+  r = run_lola(t, {"features", t / "set", "--kind", "svd", "-o", out});
+  check_invalid_input(r, {"adapter 66 (" + paths[66] + ")"});
+  // With 66 skipped, the chunk's run indices have a gap (…, 65, 67, …): the layout error still
+  // names 67 with its path, not the batch position or an index shifted by the gap.
+  r = run_lola(t, {"features", t / "set", "--kind", "svd", "-o", out, "--skip-bad"});
+  INFO("stderr: " << r.err);
+  CHECK(r.code == 1);
+  const auto err = lines_of(r.err);  // the skip warning for 66, then the error
+  REQUIRE(err.size() == 2);
+  CHECK(contains(err[0], "skipped adapter 66 (" + paths[66] + ")"));
+  CHECK(contains(err[1], "adapter 67 (" + paths[67] + ") has module 'base_model.model.m.c'"));
+  CHECK_FALSE(contains(r.err, "adapter 66 (" + paths[67]));
+  check_no_output(t, out);
+}
+
+TEST_CASE("glnet --skip-bad: bad adapters are skipped, reported, and listed in the JSON output") {
+  temp_dir t;
+  std::mt19937_64 rng(507);
+  std::filesystem::create_directories(t / "set");
+  io::save_adapter(make_adapter(rng, 3, 3), t / "set/a1", io::save_form::directory);
+  io::save_adapter(make_adapter(rng, 2, 2), t / "set/a3", io::save_form::directory);
+  write_bytes(t / "set/a2.safetensors", "not an adapter");          // fails to load
+  std::filesystem::create_directories(t / "set/empty");             // a bad folder entry
+  std::filesystem::create_symlink("gone.safetensors", t / "set/x.safetensors");  // dangling
+  nn::save_gl_net(make_net(rng, 1, nn::pooling::flatten), t / "net.safetensors");
+
+  check_invalid_input(run_lola(t, {"glnet", t / "net.safetensors", t / "set", "--json"}), {t / "set/empty"});
+  const auto r = run_lola(t, {"glnet", t / "net.safetensors", t / "set", "--json", "--skip-bad"});
+  check_ok(r);
+  CHECK(lines_of(r.err).size() == 3);
+  const auto outputs = glnet_outputs(r.out);
+  REQUIRE(outputs.size() == 2);
+  CHECK(outputs[0].first == t / "set/a1");
+  CHECK(outputs[1].first == t / "set/a3");
+  std::vector<std::string> skipped;
+  const io::json_value json = parse(r.out);
+  for (const auto& entry : json.find("skipped")->items()) {
+    skipped.push_back(entry.items().at(0).as_string());
+    CHECK_FALSE(entry.items().at(1).as_string().empty());
+  }
+  CHECK(skipped == std::vector<std::string>{t / "set/empty", t / "set/x.safetensors", t / "set/a2.safetensors"});
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -620,6 +621,13 @@ TEST_SUITE("features.featurize") {
         CHECK_MESSAGE(contains(w, part), w);
       options.max_elements = 2 * F;
       CHECK(lola::featurize<double>({&a0, &good}, options).size() == std::int64_t(2 * F));
+      // An svd length so large that the row length L·R overflows an index: refused, not wrapped
+      // (one module's R alone fits; the second block's offset does not).
+      options.kind = lola::feature_kind::svd;
+      options.rank = std::numeric_limits<lola::index>::max() / 2 + 1;
+      const std::string huge = error_of([&] { (void)lola::feature_layout(a0, options); }, error_code::invalid_argument);
+      CHECK_MESSAGE(contains(huge, "more features than an index holds"), huge);
+      CHECK_THROWS_AS(lola::featurize<double>({&a0}, options), lola::error);
     }
 
     SUBCASE("labels name the adapter; a wrong number of labels, a null pointer, a wrong output") {
@@ -638,6 +646,53 @@ TEST_SUITE("features.featurize") {
       lola::feature_matrix<double> out(2, 3);
       w = error_of([&] { lola::featurize_into<double>({&a0, &good}, {}, out); }, error_code::shape_mismatch);
       CHECK_MESSAGE(contains(w, "2x3"), w);
+    }
+
+    SUBCASE("indices number the adapters as in the caller's whole run, in every message") {
+      // A batch cut from a longer run: the layout adapter (run index 7) first, then 64 and 66.
+      io::adapter<double> missing = good, extra = good, twice = good, taller = good, bad = good;
+      missing.modules.pop_back();  // lacks "x-y"
+      extra.modules.push_back(make_module<double>("z", gaussian<double>(2, 2, rng), gaussian<double>(2, 2, rng)));
+      twice.modules.push_back(twice.modules[3]);
+      taller.modules[3].B = gaussian<double>(6, 2, rng);  // "x-y" 5x3 -> 6x3
+      bad.modules[1].B(0, 0) = std::nan("");              // "x"
+      lola::featurize_options<double> options;
+      options.indices = {7, 64, 66};
+      options.labels = {"a.safetensors", "b.safetensors", ""};
+      const auto message = [&](const io::adapter<double>& third, lola::feature_kind kind, error_code code) {
+        options.kind = kind;
+        options.templ = kind == lola::feature_kind::align ? &good : nullptr;
+        return error_of([&] { lola::featurize<double>({&a0, &good, &third}, options); }, code);
+      };
+      for (auto kind : all_kinds) {
+        CAPTURE(lola::to_string(kind));
+        std::string w = message(missing, kind, error_code::invalid_argument);
+        CHECK_MESSAGE(contains(w, "adapter 66 lacks module 'x-y' of adapter 7 (a.safetensors)"), w);
+        w = message(extra, kind, error_code::invalid_argument);
+        CHECK_MESSAGE(contains(w, "adapter 66 has module 'z', which adapter 7 (a.safetensors) lacks"), w);
+        w = message(twice, kind, error_code::invalid_argument);
+        CHECK_MESSAGE(contains(w, "adapter 66 has module 'x-y' twice"), w);
+        w = message(taller, kind, error_code::shape_mismatch);
+        CHECK_MESSAGE(contains(w, "in adapter 7 (a.safetensors) but 6x3 rank 2 in adapter 66"), w);
+        // The positions within the batch (0, 2) appear nowhere.
+        CHECK_MESSAGE(!contains(w, "adapter 0"), w);
+        CHECK_MESSAGE(!contains(w, "adapter 2"), w);
+      }
+      std::string w = message(bad, lola::feature_kind::svd, error_code::numerical);
+      CHECK_MESSAGE(contains(w, "module 'x' (4x7 rank 2) of adapter 66: "), w);
+      // The layout adapter's own faults, and a null pointer, by its index too.
+      w = error_of([&] { lola::featurize<double>({&twice, &good, &good}, options); }, error_code::invalid_argument);
+      CHECK_MESSAGE(contains(w, "adapter 7 (a.safetensors) has module 'x-y' twice"), w);
+      w = error_of([&] { lola::featurize<double>({&a0, nullptr, &good}, options); }, error_code::invalid_argument);
+      CHECK_MESSAGE(contains(w, "adapter 64 (b.safetensors) is a null pointer"), w);
+      // Indices, like labels, are none or one per adapter.
+      options.labels.pop_back();
+      w = error_of([&] { lola::featurize<double>({&a0, &good}, options); }, error_code::invalid_argument);
+      CHECK_MESSAGE(contains(w, "3 indices for 2 adapters"), w);
+      options.labels.clear();
+      options.indices.clear();
+      w = message(missing, lola::feature_kind::svd, error_code::invalid_argument);
+      CHECK_MESSAGE(contains(w, "adapter 2 lacks module 'x-y' of adapter 0"), w);
     }
 
     SUBCASE("a numerical failure inside a module names the module and the adapter") {

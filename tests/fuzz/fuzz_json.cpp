@@ -2,7 +2,8 @@
 //
 // Contract under test: parse_json throws lola::error or returns a value; the value's dump, compact
 // or indented, parses back (no exception of any kind) to an equal value, and dumping that again
-// gives the same text.
+// gives the same text. And the input's bytes as one string dump to JSON that parse_json with
+// byte_escapes reads back to the same bytes.
 
 #include <cstddef>
 #include <cstdint>
@@ -27,6 +28,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   using lola::io::json_value;
   using lola::io::parse_json;
   const std::string_view text(reinterpret_cast<const char*>(data), size);
+  {
+    // The input's bytes as a string value: the dump is JSON that byte_escapes reads back exactly.
+    lola::io::json_parse_options byte_escapes;
+    byte_escapes.byte_escapes = true;
+    if (parse_json(json_value(text).dump(), "dump of bytes", byte_escapes).as_string() != text)
+      violated("parse(dump(bytes), byte_escapes) != bytes");
+  }
   json_value value;
   try {
     value = parse_json(text, "fuzz.json");

@@ -2,7 +2,9 @@
 //   safetensors/  valid images of every dtype and layout the reader accepts
 //   adapter/      small PEFT and kohya adapters (linear, conv, embedding, DoRA, bias, LyCORIS)
 //   json/         JSON documents (configs, headers, escapes, number edge cases)
-//   safetensors.dict, json.dict   libFuzzer dictionaries of the formats' tokens
+//   peft_config/  adapter_config.json with module names (tests/fuzz/peft_config_input.hpp):
+//                 pattern keys literal, escaped and regex, catastrophic, nested, unsupported
+//   safetensors.dict, json.dict, peft_config.dict   libFuzzer dictionaries of the formats' tokens
 // Every file is produced here with lola's own writer, so no binary blob is kept in the repository.
 
 #include <cerrno>
@@ -218,6 +220,37 @@ void json_seeds() {
   write_text("json/whitespace.json", " \t\r\n{ \"a\" : [ 1 , 2 ] , \"b\" : { } } \n");
 }
 
+/// A fuzz_peft_config input in its binary form: config \0 name \0 name ...
+void write_peft_config(const std::string& relative, const std::string& config, const std::vector<std::string>& names) {
+  std::string text = config;
+  for (const auto& n : names) text += std::string(1, '\0') + n;
+  write_text("peft_config/" + relative, text);
+}
+
+void peft_config_seeds() {
+  const std::vector<std::string> llama = {"model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj",
+                                          "model.layers.0.self_attn.v_proj", "model.layers.3.mlp.up_proj",
+                                          "q_proj", "proj", "a\nb.q_proj", "x.q_proj\n", "lm_head"};
+  write_peft_config("patterns.bin", R"json({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "use_rslora": true,
+  "rank_pattern": {"model\\.layers\\.0\\.self_attn\\.q_proj": 4, "q_proj": 2, "layers.1.self_attn.q_proj": 6},
+  "alpha_pattern": {"layers\\.[0-9]+\\.mlp\\..*": 32, "v_proj|k_proj": 8, "lm_head": 1, "a)|(b": 3}})json",
+                    llama);
+  const std::string as(3000, 'a');
+  write_peft_config("catastrophic.bin",
+                    R"json({"rank_pattern": {"(a*)*b": 4, "(a|a)*c": 4, "(.*)*x": 4, "(x+x+)+y": 2}})json",
+                    {as, as + "b", as + ".c", "x.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxy"});
+  std::string nested;
+  for (int i = 0; i < 1000; ++i) nested += '(';
+  nested += 'a';
+  for (int i = 0; i < 1000; ++i) nested += ")*";
+  write_peft_config("nested.bin", R"json({"alpha_pattern": {")json" + nested + R"json(": 2}})json",
+                    {"a", "b.aaaa", as});
+  write_peft_config(
+      "unsupported.bin",
+      R"json({"rank_pattern": {"(?=x)": 1, "(a)\\1": 2, "[[:alpha:]]": 3, "a{2000}": 4, "q\\Z": 5, "q{,2}": 6}})json",
+      {"a.q", "x.qq"});
+}
+
 /// GL-net weights under the reference state_dict names: K = 1 flattened, K = 2 mean-pooled with the
 /// keys the reference saves but never uses, K = 3 with h = 1.
 void gl_net_seeds() {
@@ -250,6 +283,13 @@ void dictionaries() {
   write_text("json.dict",
              "\"true\"\n\"false\"\n\"null\"\n\"\\\\u\"\n\"\\\\ud83d\\\\ude00\"\n\"\\\\udc00\"\n\"1e400\"\n\"-0\"\n"
              "\"0.5e-3\"\n\"18446744073709551616\"\n\"{\\\"\\\":\"\n\"[[\"\n\"]]\"\n\"\\xc3\\xa9\"\n\"\\xed\\xa0\\x80\"\n");
+  // Pattern syntax, Python's and RE2's, and the config's fields; \\ in a key is one backslash
+  // of the regular expression escaped for JSON.
+  write_text("peft_config.dict",
+             "\"\\\"rank_pattern\\\"\"\n\"\\\"alpha_pattern\\\"\"\n\"\\\"r\\\"\"\n\"\\\"lora_alpha\\\"\"\n"
+             "\"\\\"use_rslora\\\"\"\n\"\\x00\"\n\"\\\\\\\\.\"\n\".*\"\n\"(?:\"\n\"(?=\"\n\"(?P<n>\"\n"
+             "\"\\\\\\\\1\"\n\"\\\\\\\\Z\"\n\"\\\\\\\\d\"\n\"{,\"\n\"{1000}\"\n\"[:alpha:]\"\n\"[^\"\n\")*\"\n\"|\"\n"
+             "\"*+\"\n\"(?i)\"\n\"q_proj\"\n\"model.layers.\"\n\"self_attn\"\n\"\\x0A\"\n");
 }
 
 }  // namespace
@@ -261,11 +301,12 @@ int main(int argc, char** argv) {
   }
   root = argv[1];
   make_dir(root);
-  for (const char* sub : {"safetensors", "adapter", "json", "gl_net"}) make_dir(root + "/" + sub);
+  for (const char* sub : {"safetensors", "adapter", "json", "gl_net", "peft_config"}) make_dir(root + "/" + sub);
   safetensors_seeds();
   adapter_seeds();
   json_seeds();
   gl_net_seeds();
+  peft_config_seeds();
   dictionaries();
   std::printf("make_seeds: wrote %d files under %s\n", written, root.c_str());
   return 0;

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "lola/io/json.hpp"
 
@@ -51,6 +52,37 @@ std::string error_of(F&& f, lola::error_code code) {
     return e.what();
   }
   return "(no error)";
+}
+
+// Whether s is well-formed UTF-8, decided independently of json.hpp's table: each sequence is
+// decoded to its code point, which must need exactly that many bytes (no overlong form), must not
+// be a UTF-16 surrogate, and must be at most U+10FFFF.
+bool well_formed_utf8(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const auto lead = static_cast<unsigned char>(s[i]);
+    const std::size_t length = lead < 0x80          ? 1
+                               : lead >> 5 == 0x6   ? 2
+                               : lead >> 4 == 0xE   ? 3
+                               : lead >> 3 == 0x1E  ? 4
+                                                    : 0;
+    if (length == 0 || i + length > s.size()) return false;
+    std::uint32_t cp = length == 1 ? lead : lead & (0x7F >> length);
+    for (std::size_t k = 1; k < length; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if ((c & 0xC0) != 0x80) return false;
+      cp = cp << 6 | (c & 0x3F);
+    }
+    const std::uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < smallest[length] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return false;
+    i += length;
+  }
+  return true;
+}
+
+json_parse_options with_byte_escapes() {
+  json_parse_options o;
+  o.byte_escapes = true;
+  return o;
 }
 
 std::string repeat(std::string_view s, std::size_t n) {
@@ -163,18 +195,102 @@ TEST_SUITE("io.json") {
     CHECK(json_value::object().type() == json_value::kind::object);
   }
 
-  TEST_CASE("json_quote escapes quote, backslash and control characters only") {
+  TEST_CASE("json_quote escapes quote, backslash and control characters; UTF-8 stays verbatim") {
     CHECK(lola::io::json_quote("a\"b\\c/") == R"("a\"b\\c/")");
     CHECK(lola::io::json_quote("\b\f\n\r\t") == R"("\b\f\n\r\t")");
     CHECK(lola::io::json_quote(std::string("\x01\x1f\0", 3)) == R"("\u0001\u001f\u0000")");
-    CHECK(lola::io::json_quote("\x7f \xC3\xA9 \xF0\x9F\x98\x80") ==
-          "\"\x7f \xC3\xA9 \xF0\x9F\x98\x80\"");
+    // Well-formed UTF-8 beyond C1 stays verbatim (U+00A0, é, U+1F600); DEL and C1 are escaped.
+    CHECK(lola::io::json_quote("\x7f \xC2\xA0 \xC3\xA9 \xF0\x9F\x98\x80") ==
+          "\"\\u007f \xC2\xA0 \xC3\xA9 \xF0\x9F\x98\x80\"");
     // Every ASCII byte, then some UTF-8, survives quote -> parse.
     std::string all;
     for (int c = 0; c < 0x80; ++c) all.push_back(static_cast<char>(c));
     all += "\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80";
     CHECK(parse_json(lola::io::json_quote(all)).as_string() == all);
     CHECK(parse_json(json_value(all).dump()).as_string() == all);
+  }
+
+  TEST_CASE("dump is valid UTF-8 JSON for every byte: DEL, C1 and ill-formed UTF-8 escaped") {
+    const auto quote = [](std::string_view s) { return lola::io::json_quote(s); };
+    CHECK(quote("\x7f") == R"("\u007f")");
+    CHECK(quote("\xC2\x80") == R"("\u0080")");
+    CHECK(quote("\xC2\x9F") == R"("\u009f")");
+    CHECK(quote("\xC2\xA0") == "\"\xC2\xA0\"");  // U+00A0, the first code point after C1
+    // Ill-formed sequences, each byte as \udcXY: exactly what Python writes for
+    // json.dumps(b.decode("utf-8", "surrogateescape")) (checked by hand with python3).
+    struct bad_case {
+      std::string_view bytes, python;
+    };
+    const bad_case cases[] = {
+        {"\x80", R"("\udc80")"},                                          // stray continuation
+        {"\xFF", R"("\udcff")"},                                          // never in UTF-8
+        {"\xC0\x80", R"("\udcc0\udc80")"},                                // overlong NUL
+        {"\xE0\x80\x80", R"("\udce0\udc80\udc80")"},                      // overlong, 3 bytes
+        {"\xF0\x80\x80\x80", R"("\udcf0\udc80\udc80\udc80")"},              // overlong, 4 bytes
+        {"\xE2\x82", R"("\udce2\udc82")"},                                // truncated at the end
+        {"\xE2\x82" "A", R"("\udce2\udc82A")"},                           // truncated before ASCII
+        {"\xF0\x9F\x98", R"("\udcf0\udc9f\udc98")"},                      // truncated 4-byte form
+        {"\xED\xA0\x80", R"("\udced\udca0\udc80")"},                      // surrogate U+D800
+        {"\xED\xBF\xBF", R"("\udced\udcbf\udcbf")"},                      // surrogate U+DFFF
+        {"\xF4\x90\x80\x80", R"("\udcf4\udc90\udc80\udc80")"},              // U+110000
+        {"\xF5\x80\x80\x80", R"("\udcf5\udc80\udc80\udc80")"},              // lead byte above U+10FFFF
+        {"\xF8\x88\x80\x80\x80", R"("\udcf8\udc88\udc80\udc80\udc80")"},      // 5-byte form
+        {"a\xE2\x82\xAC" "b\xE2\x82", "\"a\xE2\x82\xAC" R"(b\udce2\udc82")"},  // € kept, tail escaped
+        {"\xC3(\xA0\xA1", R"("\udcc3(\udca0\udca1")"},
+    };
+    for (const auto& c : cases) {
+      CAPTURE(c.bytes);
+      const std::string text = quote(c.bytes);
+      CHECK(text == c.python);
+      CHECK(well_formed_utf8(text));
+      CHECK(parse_json(text, "doc", with_byte_escapes()).as_string() == c.bytes);
+      // Without byte_escapes the lone surrogates are refused, with a pointer to the option.
+      CHECK(rejection(text).find("byte_escapes") != std::string::npos);
+    }
+  }
+
+  TEST_CASE("every byte 0..255 round-trips through dump and parse with byte_escapes") {
+    std::string all;  // every byte, in order: ill-formed from 0x80 on
+    for (int c = 0; c < 256; ++c) all.push_back(static_cast<char>(c));
+    std::vector<std::string> inputs{all, std::string(all.rbegin(), all.rend())};
+    for (int c = 0; c < 256; ++c) {
+      inputs.push_back(std::string(1, static_cast<char>(c)));
+      inputs.push_back("a" + std::string(1, static_cast<char>(c)) + "\xC3\xA9");
+      // Every byte after each lead byte: the 2-byte forms, valid or not, and C1.
+      for (int lead : {0xC2, 0xDF, 0xE0, 0xED, 0xF0, 0xF4})
+        inputs.push_back(std::string(1, static_cast<char>(lead)) + static_cast<char>(c) + "\x80\x80");
+    }
+    for (const std::string& s : inputs) {
+      CAPTURE(json_value(s).dump());
+      const json_value v(s);
+      for (int indent : {-1, 2}) {
+        const std::string text = v.dump(indent);
+        REQUIRE(well_formed_utf8(text));
+        CHECK(parse_json(text, "doc", with_byte_escapes()).as_string() == s);
+      }
+      // As an object key too.
+      json_value o = json_value::object();
+      o.set(s, json_value(s));
+      const json_value back = parse_json(o.dump(), "doc", with_byte_escapes());
+      REQUIRE(back.members().size() == 1);
+      CHECK(back.members()[0].first == s);
+      // Well-formed input needs no byte escape: the default parser reads its dump back.
+      if (well_formed_utf8(s)) CHECK(parse_json(v.dump()).as_string() == s);
+    }
+  }
+
+  TEST_CASE("byte_escapes: only \\udc80..\\udcff alone are bytes; other lone surrogates stay errors") {
+    const json_parse_options bytes = with_byte_escapes();
+    CHECK(parse_json(R"("\udc80\udcFF")", "doc", bytes).as_string() == "\x80\xFF");
+    CHECK(parse_json(R"("x\udcc3\udca9y")", "doc", bytes).as_string() == "x\xC3\xA9y");  // é's bytes
+    // After a high surrogate, \udc80 is the low half of a pair, not a byte: U+1F480.
+    CHECK(parse_json(R"("\ud83d\udc80")", "doc", bytes).as_string() == "\xF0\x9F\x92\x80");
+    check_rejected(R"("\udc7f")", 1, R"(unpaired surrogate \udc7f (low surrogate first))", bytes);
+    check_rejected(R"("\udc00")", 1, R"(unpaired surrogate \udc00 (low surrogate first))", bytes);
+    check_rejected(R"("\udd80")", 1, R"(unpaired surrogate \udd80 (low surrogate first))", bytes);
+    check_rejected(R"("\udfff")", 1, R"(unpaired surrogate \udfff (low surrogate first))", bytes);
+    check_rejected(R"("\ud800x")", 1, R"(unpaired surrogate \ud800 (no low surrogate follows))", bytes);
+    check_rejected(R"("\udbff\u0041")", 1, R"(unpaired surrogate \udbff (no low surrogate follows))", bytes);
   }
 
   TEST_CASE("escapes decode to UTF-8; surrogate pairs combine into one code point") {
@@ -282,7 +398,8 @@ TEST_SUITE("io.json") {
       CAPTURE(quoted);
       const json_value v = parse_json(quoted);
       CHECK(v.as_string() == s);
-      CHECK(v.dump() == quoted);
+      // dump writes them back verbatim, except the C1 control U+0080, which it escapes.
+      CHECK(v.dump() == (std::string(s) == "\xC2\x80" ? std::string(R"("\u0080")") : quoted));
     }
   }
 

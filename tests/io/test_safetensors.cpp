@@ -1035,7 +1035,11 @@ TEST_SUITE("io.safetensors") {
   TEST_CASE("writer: from_matrix rounds to the dtype and checks its arguments") {
     Eigen::Matrix<double, 2, 3> values;
     values << 1.0, 0.1, -65504.0, 1e6, std::ldexp(1.0, -24), 1.0 + std::ldexp(1.0, -11);
-    const auto h = io::tensor::from_matrix("h", io::dtype::F16, {2, 3}, values);
+    // 1e6 is beyond F16: from_matrix refuses it (test_finite.cpp), so F16 gets 65519, which rounds
+    // to F16's largest value 65504.
+    Eigen::Matrix<double, 2, 3> f16_values = values;
+    f16_values(1, 0) = 65519.0;
+    const auto h = io::tensor::from_matrix("h", io::dtype::F16, {2, 3}, f16_values);
     const auto b = io::tensor::from_matrix("b", io::dtype::BF16, {2, 3}, values);
     const auto f = io::tensor::from_matrix("f", io::dtype::F32, {6}, values);
     const auto d = io::tensor::from_matrix("d", io::dtype::F64, {3, 2}, values);
@@ -1049,7 +1053,7 @@ TEST_SUITE("io.safetensors") {
     CHECK(hm(0, 0) == 1.0);
     CHECK(hm(0, 1) == 0.0999755859375);        // the F16 nearest 0.1
     CHECK(hm(0, 2) == -65504.0);
-    CHECK(std::isinf(hm(1, 0)));               // beyond F16's range
+    CHECK(hm(1, 0) == 65504.0);                // below the rounding midpoint 65520: not inf
     CHECK(hm(1, 1) == std::ldexp(1.0, -24));   // the smallest subnormal
     CHECK(hm(1, 2) == 1.0);                    // a tie rounds to even
     const auto bm = view.matrix<double>(view.at("b"));
@@ -1063,6 +1067,13 @@ TEST_SUITE("io.safetensors") {
     const Eigen::Matrix<double, 2, 3, Eigen::RowMajor> row_major = values;
     CHECK(io::tensor::from_matrix("d", io::dtype::F64, {3, 2}, row_major).data == d.data);
 
+    try {
+      io::tensor::from_matrix("h", io::dtype::F16, {2, 3}, values);
+      FAIL_CHECK("1e6 written as F16");
+    } catch (const lola::error& e) {
+      CHECK(e.code() == lola::error_code::numerical);
+      CHECK(contains(e.what(), "\"h\""));
+    }
     try {
       io::tensor::from_matrix("w", io::dtype::F32, {4}, values);
       FAIL_CHECK("6 values written as [4]");
@@ -1127,5 +1138,29 @@ TEST_SUITE("io.safetensors") {
     std::filesystem::create_directory(blocked + "/occupied");
     CHECK_THROWS_AS(io::write_safetensors(blocked, tensors), lola::error);
     CHECK(dir.entries() == std::vector<std::string>{"adapter.safetensors", "blocked"});
+  }
+
+  TEST_CASE("the writer refuses names and metadata that are not UTF-8 (no file nobody can read)") {
+    // A header is UTF-8 JSON; the \udcXY escapes that could carry other bytes are rejected by
+    // every reader, so such a string must stop the write, naming the string escaped.
+    const auto one = io::tensor::from_matrix("w", io::dtype::F32, {1}, Eigen::Matrix<float, 1, 1>(1.0f));
+    auto named = one;
+    named.name = "bad\xff";
+    std::string message;
+    try {
+      io::serialize_safetensors({named});
+    } catch (const lola::error& e) {
+      message = e.what();
+      CHECK(e.code() == lola::error_code::invalid_argument);
+    }
+    CHECK(message.find("tensor name \"bad\\xFF\" is not valid UTF-8") != std::string::npos);
+    CHECK_THROWS_AS(io::serialize_safetensors({one}, {{"template", "t\xc3"}}), lola::error);
+    CHECK_THROWS_AS(io::serialize_safetensors({one}, {{"k\xed\xa0\x80", "v"}}), lola::error);
+    // Well-formed UTF-8 (non-ASCII included) is written and read back as it is.
+    auto fine = one;
+    fine.name = "caf\xc3\xa9.\xf0\x9f\x98\x80";
+    const auto bytes = io::serialize_safetensors({fine}, {{"note", "\xe2\x82\xac"}});
+    const auto view = io::safetensors_view::parse(bytes.data(), bytes.size(), "mem");
+    CHECK(view.find(fine.name) != nullptr);
   }
 }

@@ -1,12 +1,15 @@
 // Resizing: kohya's rank rules, and truncation equals the dense best rank-k approximation.
 #include <doctest/doctest.h>
 
+#include <limits>
 #include <random>
+#include <string>
 
 #include <Eigen/SVD>
 
 #include "lola/lola.hpp"
 #include "lola/ops/resize.hpp"
+#include "support/errors.hpp"
 #include "support/test_support.hpp"
 
 using lola_test::gaussian;
@@ -38,6 +41,49 @@ TEST_SUITE("ops.resize") {
     CHECK_THROWS_AS(lola::rank_rule::sv_fro(0.0), lola::error);
     CHECK_THROWS_AS(lola::rank_rule::sv_cumulative(1.5), lola::error);
     CHECK_THROWS_AS(lola::rank_rule::sv_ratio(0.5), lola::error);
+  }
+
+  TEST_CASE("a fixed rank is an exact integer over the whole range of lola::index") {
+    const Eigen::Vector4d sigma(4, 3, 2, 1);
+    constexpr lola::index largest = std::numeric_limits<lola::index>::max();
+    // 2^53 + 1 is the first integer a double cannot hold: a rule that kept k as a double would
+    // select 2^53 here, and would convert 2^63 - 1 back from 2^63 (undefined behaviour).
+    const lola::index odd = (lola::index(1) << 53) + 1;
+    CHECK(lola::select_rank<double>(sigma, lola::rank_rule::fixed(odd), odd + 1) == odd);
+    CHECK(lola::select_rank<double>(sigma, lola::rank_rule::fixed(largest), largest) == largest);
+    CHECK(lola::select_rank<double>(sigma, lola::rank_rule::fixed(largest), 4) == 4);
+    CHECK(lola::select_rank<double>(sigma, lola::rank_rule::fixed(largest - 1), largest) == largest - 1);
+    // Ranks below 1 are invalid_argument naming the rank, from fixed() and from a rule whose field
+    // was set directly.
+    for (lola::index bad : {lola::index(0), lola::index(-1), std::numeric_limits<lola::index>::min()}) {
+      const lola::error e = lola_test::thrown_by([&] { (void)lola::rank_rule::fixed(bad); });
+      CHECK(e.code() == lola::error_code::invalid_argument);
+      CHECK(lola_test::contains(e.what(), "must be >= 1, got " + std::to_string(bad)));
+    }
+    lola::rank_rule zero = lola::rank_rule::fixed(1);
+    zero.rank = 0;
+    CHECK_THROWS_AS(lola::select_rank<double>(sigma, zero, 4), lola::error);
+  }
+
+  TEST_CASE("resize to the largest rank keeps every component: dW unchanged, no overflow") {
+    std::mt19937_64 rng(603);
+    const int d = 12, k = 9, r = 5;
+    // Numerical rank 3 < r: the huge rank keeps all min(r, d, k) = 5 components, the two zero ones
+    // included, so the product is the input's exactly up to rounding.
+    const matrix_d B = gaussian<double>(d, 3, rng) * gaussian<double>(3, r, rng);
+    const matrix_d A = gaussian<double>(r, k, rng);
+    const auto L = lola::factor(B, A, 0.5);
+    for (lola::index huge : {std::numeric_limits<lola::index>::max(), (lola::index(1) << 53) + 1,
+                             lola::index(r)}) {
+      const auto result = lola::resize(L, lola::rank_rule::fixed(huge));
+      CHECK(result.rank == r);
+      CHECK(result.factors.B().cols() == r);
+      CHECK(result.factors.scale() == 0.5);
+      CHECK(result.retained_fro_fraction == doctest::Approx(1.0).epsilon(1e-14));
+      const matrix_d dense = 0.5 * B * A;
+      // One SVD of a 5-column product: rounding is a small multiple of ε·‖ΔW‖.
+      CHECK((lola::dense(result.factors) - dense).norm() <= 1e-13 * dense.norm());
+    }
   }
 
   TEST_CASE_TEMPLATE("truncate(k) is the dense best rank-k approximation, scale kept", T, float,

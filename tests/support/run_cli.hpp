@@ -1,18 +1,24 @@
 #pragma once
 // Running the `lola` command-line tool from a test (DESIGN.md §5): a fresh temporary directory per
 // test, the tool run as a separate process (LOLA_CLI_PATH) with stdout and stderr captured to
-// files, and the checks every subcommand's outcome is held to (exit code, one line on stderr,
+// files and a time limit (a hang is a failure, never a stuck test), and the checks every subcommand's outcome is held to (exit code, one line on stderr,
 // nothing written on failure).
 
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "lola/io/file.hpp"
@@ -64,10 +70,21 @@ inline std::vector<std::string> temporaries_under(const std::string& root) {
 }
 
 struct run_result {
-  int code = -1;         ///< the exit status, -1 when the process did not exit normally
-  bool crashed = false;  ///< killed by a signal (abort, segfault, ...)
+  int code = -1;           ///< the exit status, -1 when the process did not exit normally
+  bool crashed = false;    ///< killed by a signal (abort, segfault, ...), or not started
+  bool timed_out = false;  ///< still running after the time limit, then killed
+  int signal = 0;          ///< the signal that ended the process, 0 when it exited
   std::string out, err;
   std::string command;
+};
+
+/// How to run the tool: where it runs and where its stdout goes.
+struct run_options {
+  std::string cwd;                  ///< working directory; empty: the test's
+  std::string stdout_path;          ///< stdout to this file (/dev/full, ...); empty: a captured log
+  bool stdout_closed_pipe = false;  ///< stdout is a pipe whose reading end is already closed
+  long file_size_limit = -1;        ///< RLIMIT_FSIZE in bytes (`ulimit -f`); < 0: unchanged
+  int timeout_seconds = 60;         ///< then the tool is killed and the test fails: never a hang
 };
 
 inline std::string shell_quote(const std::string& s) {
@@ -76,24 +93,71 @@ inline std::string shell_quote(const std::string& s) {
   return q + "'";
 }
 
-/// Runs `lola args...` with stdout and stderr captured to files and stdin from /dev/null. `exec`
-/// makes the shell replace itself by the tool, so a signal that kills the tool shows in the status.
-inline run_result run_lola(const temp_dir& t, const std::vector<std::string>& args) {
+/// Runs `lola args...` as a child process (fork and exec, no shell) with stdin from /dev/null and
+/// stdout and stderr captured to files, waiting at most options.timeout_seconds: a tool still
+/// running then is killed and fails the test, so a hang (a FIFO opened for reading, say) shows up
+/// as a failure, not as a stuck test.
+inline run_result run_lola(const temp_dir& t, const std::vector<std::string>& args, const run_options& options = {}) {
   static int counter = 0;
   REQUIRE_MESSAGE(exists(LOLA_CLI_PATH), "the lola executable " << LOLA_CLI_PATH << " does not exist");
   const std::string stem = t / ("logs/run" + std::to_string(++counter));
+  const std::string out_path = options.stdout_path.empty() ? stem + ".out" : options.stdout_path;
+  const std::string err_path = stem + ".err";
   run_result r;
   r.command = "lola";
-  for (const auto& a : args) r.command += " " + a;
-  std::string cmd = "exec " + shell_quote(LOLA_CLI_PATH);
-  for (const auto& a : args) cmd += " " + shell_quote(a);
-  cmd += " </dev/null >" + shell_quote(stem + ".out") + " 2>" + shell_quote(stem + ".err");
-  const int status = std::system(cmd.c_str());
-  REQUIRE(status != -1);
-  r.crashed = WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) >= 126);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = read_file(stem + ".out");
-  r.err = read_file(stem + ".err");
+  for (const auto& a : args) r.command += " " + shell_quote(a);
+  if (!options.cwd.empty()) r.command = "(cd " + shell_quote(options.cwd) + " && " + r.command + ")";
+
+  // Everything the child needs is prepared before fork: after it, only async-signal-safe calls.
+  std::vector<std::string> storage{LOLA_CLI_PATH};
+  storage.insert(storage.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : storage) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int pipe_fds[2] = {-1, -1};
+  if (options.stdout_closed_pipe) {
+    REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
+    ::close(pipe_fds[0]);  // nobody will ever read: a write gets EPIPE (or SIGPIPE)
+  }
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const int in = ::open("/dev/null", O_RDONLY);
+    const int out = options.stdout_closed_pipe ? pipe_fds[1] : ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (in < 0 || out < 0 || err < 0 || ::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) ::_exit(126);
+    if (!options.cwd.empty() && ::chdir(options.cwd.c_str()) != 0) ::_exit(126);
+    if (options.file_size_limit >= 0) {
+      const rlimit limit{static_cast<rlim_t>(options.file_size_limit), static_cast<rlim_t>(options.file_size_limit)};
+      if (::setrlimit(RLIMIT_FSIZE, &limit) != 0) ::_exit(126);
+    }
+    ::signal(SIGXFSZ, SIG_DFL);
+    ::signal(SIGPIPE, SIG_DFL);  // what a shell gives a program: the tool must handle it itself
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  if (options.stdout_closed_pipe) ::close(pipe_fds[1]);
+  int status = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(options.timeout_seconds);
+  while (true) {
+    const pid_t done = ::waitpid(pid, &status, WNOHANG);
+    if (done == pid) break;
+    REQUIRE(done == 0);
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      r.timed_out = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  CHECK_MESSAGE(!r.timed_out, r.command << " was still running after " << options.timeout_seconds
+                                        << " s and was killed");
+  r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+  r.crashed = r.timed_out || WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) >= 126);
+  r.code = WIFEXITED(status) && !r.timed_out ? WEXITSTATUS(status) : -1;
+  if (options.stdout_path.empty()) r.out = read_file(out_path);
+  r.err = read_file(err_path);
   return r;
 }
 

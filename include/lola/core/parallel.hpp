@@ -8,13 +8,21 @@
 /// items from starting and the one from the lowest index i is rethrown on the calling thread
 /// (exceptions never cross an OpenMP region boundary). Eigen's own GEMM threading is not used
 /// inside the loop: Eigen detects the enclosing parallel region.
+///
+/// The thread count comes from OpenMP (OMP_NUM_THREADS), clamped to [1, parallel_thread_cap()]:
+/// libgomp takes OMP_NUM_THREADS=100000 at its word and crashes creating the team, and reads
+/// 2^40 as 0. An absurd count is also clamped in OpenMP itself for the program's initial thread
+/// (omp_set_num_threads, once, at start-up, and only when the count is out of range), so that
+/// Eigen's own parallel GEMM, which asks OpenMP for its count, is safe too.
 
+#include <algorithm>
 #include <atomic>
 #include <exception>
 #include <mutex>
 #include <type_traits>
 #include <utility>
 #include <iterator>
+#include <thread>
 #include <vector>
 
 #include "lola/core/config.hpp"
@@ -25,14 +33,44 @@
 
 namespace lola {
 
-/// The number of threads parallel_for uses (1 without OpenMP).
+/// The most threads lola runs: 4 × the hardware threads, within [4, 1024] (1024 where the count
+/// is unknown).
+inline int parallel_thread_cap() {
+  const unsigned hardware = std::thread::hardware_concurrency();
+  return hardware == 0 ? 1024 : static_cast<int>(std::clamp(4u * std::min(hardware, 1024u), 4u, 1024u));
+}
+
+/// The number of threads parallel_for uses: OpenMP's count (OMP_NUM_THREADS) within
+/// [1, parallel_thread_cap()], a count OpenMP reports as ≤ 0 (one beyond int) taken as the cap;
+/// 1 without OpenMP.
 inline int parallel_threads() {
 #if defined(_OPENMP)
-  return omp_get_max_threads();
+  const int requested = omp_get_max_threads();
+  const int cap = parallel_thread_cap();
+  return requested <= 0 || requested > cap ? cap : requested;
 #else
   return 1;
 #endif
 }
+
+namespace detail {
+/// Sets the calling thread's OpenMP count to parallel_threads() when it is out of range; true when
+/// it did.
+inline bool clamp_openmp_threads() {
+#if defined(_OPENMP)
+  const int requested = omp_get_max_threads();
+  if (requested == parallel_threads()) return false;
+  omp_set_num_threads(parallel_threads());
+  return true;
+#else
+  return false;
+#endif
+}
+
+/// Runs clamp_openmp_threads once per program, at start-up (libgomp reads OMP_NUM_THREADS
+/// before any static initialiser of the program runs).
+inline const bool openmp_threads_clamped = clamp_openmp_threads();
+}  // namespace detail
 
 template <class F>
 void parallel_for(index n, F&& f) {
@@ -41,7 +79,8 @@ void parallel_for(index n, F&& f) {
   std::mutex error_mutex;
   std::atomic<bool> failed{false};
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(dynamic, 1)
+  const int threads = parallel_threads();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
 #endif
   for (index i = 0; i < n; ++i) {
     if (failed) continue;

@@ -41,10 +41,12 @@
 /// set, each name once) and, per module, the same d and k; raw, align and canonical also need the
 /// same rank per module (svd and dense accept any); align needs a template holding every module
 /// with adapters[0]'s d, k and r (extra template modules are ignored). Violations are lola::error
-/// naming the adapter (index, and its label when options.labels gives one), the module and both
-/// shapes. An empty list of adapters gives a 0×0 matrix: without a first adapter there is no layout.
+/// naming the adapter (its index, options.indices[i] when given, and its label when options.labels
+/// gives one), the module and both shapes. An empty list of adapters gives a 0×0 matrix: without a
+/// first adapter there is no layout.
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -103,6 +105,10 @@ struct featurize_options {
   std::uint64_t max_elements = std::uint64_t(1) << 30;
   /// Optional names of the adapters (file paths, say) for error messages: empty, or one per adapter.
   std::vector<std::string> labels;
+  /// Optional index of each adapter in the caller's whole run, for error messages ("adapter 130"):
+  /// empty, adapters[i] is adapter i; else one per adapter. For a batch cut from a longer list,
+  /// the adapter that fixes the layout put first and adapters left out: {7, 64, 65, 67, …}.
+  std::vector<std::size_t> indices;
 };
 
 /// Where module `name` lies in a feature row: columns [offset, offset + size).
@@ -125,8 +131,11 @@ inline std::string featurize_context(feature_kind kind) {
   return std::string("featurize(") + to_string(kind) + ")";
 }
 
-inline std::string adapter_name(std::size_t i, const std::vector<std::string>& labels) {
-  std::string out = "adapter " + std::to_string(i);
+/// "adapter <index> (<label>)": adapters[i] as messages name it (featurize_options::indices, labels).
+template <class S>
+std::string adapter_name(std::size_t i, const featurize_options<S>& options) {
+  const auto& labels = options.labels;
+  std::string out = "adapter " + std::to_string(i < options.indices.size() ? options.indices[i] : i);
   if (i < labels.size() && !labels[i].empty()) out += " (" + labels[i] + ")";
   return out;
 }
@@ -149,7 +158,13 @@ feature_block make_block(const io::adapter_module<S>& m, const featurize_options
       if (options.rank >= 0) b.rank = options.rank;
       b.size = b.rank;
       break;
-    case feature_kind::dense: b.size = b.rows * b.cols; break;
+    case feature_kind::dense:
+      if (b.cols > 0 && b.rows > std::numeric_limits<index>::max() / b.cols)
+        throw error(error_code::invalid_argument,
+                    featurize_context(options.kind) + ": module '" + m.name + "' (" +
+                        shape_string(b.rows, b.cols) + ") has more dense features than an index holds");
+      b.size = b.rows * b.cols;
+      break;
   }
   return b;
 }
@@ -190,9 +205,14 @@ std::vector<feature_block> feature_layout(const io::adapter<S>& first,
     if (!seen.insert(m.name).second)
       throw error(error_code::invalid_argument,
                   detail::featurize_context(options.kind) + ": " +
-                      detail::adapter_name(0, options.labels) + " has module '" + m.name +
+                      detail::adapter_name(0, options) + " has module '" + m.name +
                       "' twice; modules are matched across adapters by name");
     blocks.push_back(detail::make_block(m, options, offset));
+    if (blocks.back().size > std::numeric_limits<index>::max() - offset)
+      throw error(error_code::invalid_argument,
+                  detail::featurize_context(options.kind) + ": a row of " + detail::adapter_name(0, options) +
+                      " has more features than an index holds (at module '" + m.name + "', " +
+                      std::to_string(blocks.back().size) + " features)");
     offset += blocks.back().size;
   }
   return blocks;
@@ -200,7 +220,7 @@ std::vector<feature_block> feature_layout(const io::adapter<S>& first,
 
 namespace detail {
 
-/// The checks that need no layout: labels, template, null pointers.
+/// The checks that need no layout: labels, indices, template, null pointers.
 template <class S>
 void check_featurize_inputs(const std::vector<const io::adapter<S>*>& adapters,
                             const featurize_options<S>& options) {
@@ -209,13 +229,17 @@ void check_featurize_inputs(const std::vector<const io::adapter<S>*>& adapters,
     throw error(error_code::invalid_argument,
                 context + ": " + std::to_string(options.labels.size()) + " labels for " +
                     std::to_string(adapters.size()) + " adapters");
+  if (!options.indices.empty() && options.indices.size() != adapters.size())
+    throw error(error_code::invalid_argument,
+                context + ": " + std::to_string(options.indices.size()) + " indices for " +
+                    std::to_string(adapters.size()) + " adapters");
   if (options.kind == feature_kind::align && options.templ == nullptr)
     throw error(error_code::invalid_argument,
                 context + ": O-Align needs a template adapter (featurize_options::templ)");
   for (std::size_t i = 0; i < adapters.size(); ++i)
     if (adapters[i] == nullptr)
       throw error(error_code::invalid_argument,
-                  context + ": " + adapter_name(i, options.labels) + " is a null pointer");
+                  context + ": " + adapter_name(i, options) + " is a null pointer");
 }
 
 /// Matches every adapter's modules to `blocks` (the layout of adapters[0]), checks them, and fills
@@ -225,7 +249,7 @@ void featurize_rows(const std::vector<const io::adapter<S>*>& adapters,
                     const featurize_options<S>& options, const std::vector<feature_block>& blocks,
                     S* out, index stride) {
   const std::string context = featurize_context(options.kind);
-  const auto name_of = [&](std::size_t i) { return adapter_name(i, options.labels); };
+  const auto name_of = [&](std::size_t i) { return adapter_name(i, options); };
   const io::adapter<S>& first = *adapters.front();
   const index L = static_cast<index>(blocks.size());
   const index N = static_cast<index>(adapters.size());

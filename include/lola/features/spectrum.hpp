@@ -9,6 +9,10 @@
 ///                          effective rank exp(−Σ pᵢ·log pᵢ) with pᵢ = σᵢ/Σσ (Roy & Vetterli 2007).
 /// Every number here includes the scale s. A zero ΔW has all of them 0 (stable and effective rank
 /// included: there is no direction to count).
+/// Range: the summaries are computed from tᵢ = σᵢ/σ₁ ∈ [0, 1] (‖ΔW‖_F = σ₁·‖t‖, Σσ = σ₁·Σt,
+/// stable rank ‖t‖²), so none overflows or underflows where the result itself is representable
+/// (the plain ‖σ‖ overflows from σ₁ ≈ 1.3e154 in double, 1.8e19 in float). A σ beyond the compute
+/// type's range (finite factors whose product is too large) is error_code::numerical.
 
 #include <cmath>
 #include <string>
@@ -31,6 +35,10 @@ Eigen::Matrix<scalar_of_t<E>, Eigen::Dynamic, 1> checked_singular_values(const E
     throw error(error_code::numerical, std::string(function) + ": the factors of the " +
                                            shape_string(e.rows(), e.cols()) +
                                            " module are not finite");
+  if (!svd.singularValues().allFinite())
+    throw error(error_code::numerical, std::string(function) + ": the singular values of the " +
+                                           shape_string(e.rows(), e.cols()) +
+                                           " module exceed the range of the compute type");
   return svd.singularValues();
 }
 }  // namespace detail
@@ -52,13 +60,15 @@ template <class S>
 spectral_summary_result<S> spectral_summary_from(const Eigen::Matrix<S, Eigen::Dynamic, 1>& sigma) {
   spectral_summary_result<S> out;
   if (sigma.size() == 0 || !(sigma(0) > 0)) return out;
+  const Eigen::Matrix<S, Eigen::Dynamic, 1> t = sigma / sigma(0);  // σ descending: tᵢ ∈ [0, 1]
+  const S t_sum = t.sum();
   out.spectral = sigma(0);
-  out.nuclear = sigma.sum();
-  out.frobenius = sigma.norm();
-  out.stable_rank = sigma.squaredNorm() / (sigma(0) * sigma(0));
+  out.nuclear = sigma(0) * t_sum;
+  out.frobenius = sigma(0) * t.norm();
+  out.stable_rank = t.squaredNorm();
   S entropy = 0;
-  for (index i = 0; i < sigma.size(); ++i) {
-    const S p = sigma(i) / out.nuclear;
+  for (index i = 0; i < t.size(); ++i) {
+    const S p = t(i) / t_sum;
     if (p > 0) entropy -= p * std::log(p);
   }
   out.effective_rank = std::exp(entropy);

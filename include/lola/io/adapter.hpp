@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,6 +15,7 @@
 #include <Eigen/Core>
 
 #include "lola/core/config.hpp"
+#include "lola/core/error.hpp"
 #include "lola/expr/low_rank.hpp"
 #include "lola/io/dtype.hpp"
 #include "lola/io/json.hpp"
@@ -78,16 +81,91 @@ struct adapter_module {
   std::vector<std::uint64_t> B_file_shape() const { return file_shape(B_shape, B, 1); }
 
   /// Replaces the factors and the scale; the file shapes follow the new rank (dimension 0 of A,
-  /// dimension 1 of B).
+  /// dimension 1 of B). Then fit_to_dtypes(), so that the module can be written in its dtypes.
   void set_factors(matrix new_B, matrix new_A, double new_scale) {
     B = std::move(new_B);
     A = std::move(new_A);
     scale = new_scale;
     if (!A_shape.empty()) A_shape[0] = static_cast<std::uint64_t>(A.rows());
     if (B_shape.size() >= 2) B_shape[1] = static_cast<std::uint64_t>(B.cols());
+    fit_to_dtypes();
+  }
+
+  /// Makes every factor entry fit its file dtype (B_dtype, A_dtype) without changing ΔW: s·B·A is
+  /// invariant under (B·2⁻ᵉ, A·2ᵉ, s) and under (B·2⁻ᵉ, A, s·2ᵉ), and scaling by a power of two is
+  /// exact. With m_B = max|B|, m_A = max|A| and the dtypes' largest finite values L_B, L_A, the
+  /// exponents e with m_B·2⁻ᵉ ≤ L_B and m_A·2ᵉ ≤ L_A form an interval [lo, hi]:
+  ///   0 ∈ [lo, hi]   nothing changes (the common case: one max|·| pass over each factor);
+  ///   lo ≤ hi        B·2⁻ᵉ, A·2ᵉ with e the interval's middle (both factors keep equal headroom
+  ///                  above their dtype's subnormals);
+  ///   lo > hi        B·2⁻ˡᵒ, A·2ʰⁱ and s·2^(lo−hi): the factors at the top of their dtypes, the
+  ///                  rest in s, which must stay finite with s·r finite (the dialects write
+  ///                  α = s·r or s·√r).
+  /// Errors (numerical, naming the module): factors or scale that are not finite; a scale that
+  /// cannot take the difference.
+  void fit_to_dtypes() {
+    const std::string where = "module \"" + name + "\"";
+    if (!std::isfinite(scale))
+      throw error(error_code::numerical, where + ": the scale is not finite");
+    const double m_B = max_magnitude(B, where + ": B"), m_A = max_magnitude(A, where + ": A");
+    const double L_B = max_value(B_dtype), L_A = max_value(A_dtype);
+    if (m_B <= L_B && m_A <= L_A) return;
+    constexpr int unbounded = 1 << 20;
+    // lo: the least e with m_B·2⁻ᵉ ≤ L_B; hi: the greatest e with m_A·2ᵉ ≤ L_A.
+    const int lo = m_B > 0 ? least_exponent(m_B, L_B) : -unbounded;
+    const int hi = m_A > 0 ? -least_exponent(m_A, L_A) : unbounded;
+    if (lo <= hi) {
+      const int e = lo == -unbounded ? std::min(0, hi) : hi == unbounded ? std::max(0, lo) : lo + (hi - lo) / 2;
+      scale_by_power_of_two(B, -e);
+      scale_by_power_of_two(A, e);
+      return;
+    }
+    const double new_scale = std::ldexp(scale, lo - hi);
+    if (!std::isfinite(new_scale) || !std::isfinite(new_scale * static_cast<double>(rank()))) {
+      char text[320];
+      std::snprintf(text, sizeof text,
+                    ": the factors do not fit %s and %s (max |B| = %.6g, max |A| = %.6g) and the scale "
+                    "cannot take the difference (s = %.6g times 2^%d is not finite)",
+                    std::string(dtype_name(B_dtype)).c_str(), std::string(dtype_name(A_dtype)).c_str(),
+                    m_B, m_A, scale, lo - hi);
+      throw error(error_code::numerical, where + text);
+    }
+    scale_by_power_of_two(B, -lo);
+    scale_by_power_of_two(A, hi);
+    scale = new_scale;
   }
 
  private:
+  /// max |x| over the entries, as double; error naming `what` when an entry is not finite.
+  static double max_magnitude(const matrix& x, const std::string& what) {
+    if (x.size() == 0) return 0;
+    const double m = static_cast<double>(x.cwiseAbs().maxCoeff());
+    if (!std::isfinite(m) || !x.allFinite())
+      throw error(error_code::numerical, what + " is not finite");
+    return m;
+  }
+
+  /// The largest finite value of dtype t that S can reach (a float factor never exceeds FLT_MAX).
+  static double max_value(io::dtype t) {
+    return std::min(dtype_max(t), static_cast<double>(std::numeric_limits<S>::max()));
+  }
+
+  /// The least integer e with m·2⁻ᵉ ≤ limit, for m, limit > 0.
+  static int least_exponent(double m, double limit) {
+    int e_m = 0, e_l = 0;
+    std::frexp(m, &e_m);
+    std::frexp(limit, &e_l);
+    // m ∈ [2^(e_m − 1), 2^e_m), limit ∈ [2^(e_l − 1), 2^e_l): the answer is e_m − e_l or one more.
+    int e = e_m - e_l;
+    while (std::ldexp(m, -e) > limit) ++e;
+    while (std::ldexp(m, -(e - 1)) <= limit) --e;
+    return e;
+  }
+
+  static void scale_by_power_of_two(matrix& x, int e) {
+    if (e != 0) x = x.unaryExpr([e](S v) { return static_cast<S>(std::ldexp(v, e)); });
+  }
+
   static std::vector<std::uint64_t> file_shape(const std::vector<std::uint64_t>& shape,
                                                const matrix& m, std::size_t rank_dim) {
     std::uint64_t n = 1;

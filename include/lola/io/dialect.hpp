@@ -3,7 +3,16 @@
 /// What the PEFT and kohya readers share: pairing tensors into modules by key name (never by
 /// order), and turning a module's factor tensors into B (d × r) and A (r × k) with the shape rules
 /// of linear, conv and embedding LoRAs.
+///
+/// Finite input: every value a module computes with — B, A, the scale's inputs, and the tensors
+/// kept with the module (DoRA magnitude, lora_B bias) — must be finite, always, in every reader:
+/// NaN or ±inf in any of them (in F16, BF16, F32 or F64 storage), or an F64 value beyond the
+/// compute type's range, is error_code::invalid_file naming the file, the tensor key, the module
+/// and the element. The factors are checked while they are converted, block by block, so the
+/// check adds no pass over memory. Passthrough tensors (not LoRA factors) are kept bit-exact and
+/// not checked.
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -84,10 +93,60 @@ inline std::vector<module_keys> group_modules(const safetensors_view& file,
   return modules;
 }
 
+/// "[2, 5]": the position of flat (row-major) element i in a tensor of the given shape.
+inline std::string element_position(const std::vector<std::uint64_t>& shape, std::uint64_t i) {
+  std::vector<std::uint64_t> position(shape.size());
+  for (std::size_t d = shape.size(); d-- > 0;) {
+    position[d] = shape[d] ? i % shape[d] : 0;
+    i = shape[d] ? i / shape[d] : 0;
+  }
+  return shape_to_string(position);
+}
+
+/// The error for element i of tensor t, whose value converted to the compute type is not finite:
+/// "<where>: tensor "<key>" is not finite: element [2, 5] of F16 [8, 4] is NaN" (or, for a finite
+/// F64 value beyond float, "... is 1e+300, beyond the range of the compute type").
+inline error non_finite_error(const safetensors_view& file, const tensor_info& t, std::uint64_t i,
+                              const std::string& where) {
+  return error(error_code::invalid_file,
+               where + ": tensor \"" + t.name + "\" is not finite: element " + element_position(t.shape, i) +
+                   " of " + std::string(dtype_name(t.dtype)) + " " + shape_to_string(t.shape) + " is " +
+                   describe_non_finite(file.bytes(t), t.dtype, static_cast<std::size_t>(i)));
+}
+
+/// Tensor t as a rows × cols row-major matrix of S, converted and checked finite in one pass.
+template <class S>
+Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> finite_matrix(
+    const safetensors_view& file, const tensor_info& t, index rows, index cols, const std::string& where) {
+  Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> m(rows, cols);
+  const auto n = static_cast<std::size_t>(t.element_count());
+  const std::size_t bad = decode_finite_elements(file.bytes(t), t.dtype, n, m.data(),
+                                                 where + ": tensor \"" + t.name + "\"");
+  if (bad < n) throw non_finite_error(file, t, bad, where);
+  return m;
+}
+
+/// Checks that every element of t is finite when t has a floating dtype lola converts; other
+/// dtypes (integers, F8) are kept as they are. One pass through a small buffer of double.
+inline void require_finite_tensor(const safetensors_view& file, const tensor_info& t,
+                                  const std::string& where) {
+  if (!is_math_dtype(t.dtype)) return;
+  constexpr std::size_t block = 1024;
+  double buffer[block];
+  const auto n = static_cast<std::size_t>(t.element_count());
+  const std::size_t width = dtype_bits(t.dtype) / 8;
+  for (std::size_t begin = 0; begin < n; begin += block) {
+    const std::size_t count = std::min(block, n - begin);
+    const std::size_t bad = decode_finite_elements(file.bytes(t) + begin * width, t.dtype, count, buffer);
+    if (bad < count) throw non_finite_error(file, t, begin + bad, where);
+  }
+}
+
 /// B and A of a module from its tensors, checked: both present, floating dtypes, rank ≥ 1 and
 /// equal in both, and the layer's shape rule:
 ///   linear, embedding: A is r × k, B is d × r;
-///   conv: A is r × in × kh (× kw …), B is out × r × 1 (× 1 …) with every trailing size 1.
+///   conv: A is r × in × kh (× kw …), B is out × r × 1 (× 1 …) with every trailing size 1;
+/// and every value of A, B and the module's extras finite (see the file comment).
 /// a_name and b_name are the dialect's words for the factors in messages.
 template <class S>
 adapter_module<S> read_module(const safetensors_view& file, const module_keys& keys,
@@ -122,13 +181,18 @@ adapter_module<S> read_module(const safetensors_view& file, const module_keys& k
   m.name = keys.name;
   m.kind = conv ? module_kind::conv : keys.kind;
   m.transposed = m.kind == module_kind::embedding;
-  m.A = file.matrix<S>(a);
-  m.B = file.matrix<S>(b, static_cast<index>(b.shape[0]), static_cast<index>(b.shape[1]));
+  std::uint64_t a_cols = 1;
+  for (std::size_t i = 1; i < a.shape.size(); ++i) a_cols *= a.shape[i];
+  m.A = finite_matrix<S>(file, a, static_cast<index>(a.shape[0]), static_cast<index>(a_cols), where);
+  m.B = finite_matrix<S>(file, b, static_cast<index>(b.shape[0]), static_cast<index>(b.shape[1]), where);
   m.A_shape = a.shape;
   m.B_shape = b.shape;
   m.A_dtype = a.dtype;
   m.B_dtype = b.dtype;
-  for (const tensor_info* t : keys.extras) m.extras.push_back(tensor::copy_of(file, *t));
+  for (const tensor_info* t : keys.extras) {
+    require_finite_tensor(file, *t, where);
+    m.extras.push_back(tensor::copy_of(file, *t));
+  }
   return m;
 }
 

@@ -6,10 +6,19 @@
 /// Conversions read and write bytes one element at a time through integer assembly, never through a
 /// typed pointer into the file, so a tensor at any byte offset is read correctly (files need not be
 /// aligned: MLX writes unpadded headers) and the result does not depend on the host's byte order.
+///
+/// Finiteness: decode_finite_elements converts and finds the first value that is not finite in
+/// the compute type (NaN or ±inf stored, or a finite F64 beyond float's range) in the same pass,
+/// block by block while the block is in cache; encode_elements reports the first finite value that
+/// the target dtype rounds to ±inf (|x| ≥ 65520 for F16).
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -72,6 +81,19 @@ inline bool is_math_dtype(dtype t) noexcept {
   return t == dtype::F64 || t == dtype::F32 || t == dtype::F16 || t == dtype::BF16;
 }
 
+/// The largest finite value of a math dtype: 65504 (F16), (2 − 2⁻⁷)·2¹²⁷ ≈ 3.39e38 (BF16),
+/// FLT_MAX (F32), DBL_MAX (F64); 0 for the others. Every |x| ≤ dtype_max(t) encodes to a finite
+/// value (round to nearest).
+inline double dtype_max(dtype t) noexcept {
+  switch (t) {
+    case dtype::F16: return 65504.0;
+    case dtype::BF16: return 0x1.fep127;
+    case dtype::F32: return static_cast<double>(std::numeric_limits<float>::max());
+    case dtype::F64: return std::numeric_limits<double>::max();
+    default: return 0;
+  }
+}
+
 /// The dtype that stores S exactly: double → F64, float → F32, Eigen::half → F16,
 /// Eigen::bfloat16 → BF16.
 template <class S>
@@ -124,6 +146,24 @@ inline void require_math_dtype(dtype t, std::string_view what) {
                     ", which lola does not convert for math (F64, F32, F16 and BF16 are supported)");
 }
 
+/// The index of the first element of v[0, n) that is not finite, or n. Scans blocks with a
+/// branch-free test (|x| ≤ max is false for NaN and ±inf) that compilers vectorise.
+template <class S>
+std::size_t first_non_finite(const S* v, std::size_t n) noexcept {
+  constexpr std::size_t block = 1024;
+  const S largest = std::numeric_limits<S>::max();
+  for (std::size_t begin = 0; begin < n; begin += block) {
+    const std::size_t end = std::min(n, begin + block);
+    using flag = std::conditional_t<sizeof(S) == 8, std::uint64_t, std::uint32_t>;  // lane-sized
+    flag bad = 0;
+    for (std::size_t i = begin; i < end; ++i) bad |= std::abs(v[i]) <= largest ? flag(0) : flag(1);
+    if (bad)
+      for (std::size_t i = begin; i < end; ++i)
+        if (!(std::abs(v[i]) <= largest)) return i;
+  }
+  return n;
+}
+
 }  // namespace detail
 
 /// Converts n elements of dtype t starting at bytes (little-endian, any alignment) to S.
@@ -167,17 +207,96 @@ void decode_elements(const std::byte* bytes, dtype t, std::size_t n, S* out,
   }
 }
 
+/// Converts n elements of dtype t at bytes to S, like decode_elements, and returns the index of
+/// the first converted value that is not finite (n when all are): NaN or ±inf in the file, or a
+/// finite F64 value beyond S's range. Decoding stops at that block; out is then partly written.
+template <class S>
+std::size_t decode_finite_elements(const std::byte* bytes, dtype t, std::size_t n, S* out,
+                                   std::string_view what = "the tensor") {
+  detail::require_math_dtype(t, what);
+  constexpr std::size_t block = 4096;  // 16 KiB of float: the scan reads what was just written
+  if (t == dtype::F16 || t == dtype::BF16) {
+    // 16-bit storage: non-finite exactly when the exponent bits are all ones (F16 0x7C00, BF16
+    // 0x7F80), and every stored value is finite in float and double; tested in the converting
+    // loop on the stored bits.
+    const std::uint16_t exponent = t == dtype::F16 ? 0x7C00 : 0x7F80;
+    for (std::size_t begin = 0; begin < n; begin += block) {
+      const std::size_t end = std::min(n, begin + block);
+      std::uint32_t bad = 0;
+      if (t == dtype::F16) {
+        for (std::size_t i = begin; i < end; ++i) {
+          const auto bits = detail::load_le<std::uint16_t>(bytes + 2 * i);
+          out[i] = static_cast<S>(static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits)));
+          bad |= (bits & exponent) == exponent ? 1u : 0u;
+        }
+      } else {
+        for (std::size_t i = begin; i < end; ++i) {
+          const auto bits = detail::load_le<std::uint16_t>(bytes + 2 * i);
+          const std::uint32_t wide = std::uint32_t{bits} << 16;  // BF16 is float's upper half
+          float v;
+          std::memcpy(&v, &wide, sizeof v);
+          out[i] = static_cast<S>(v);
+          bad |= (bits & exponent) == exponent ? 1u : 0u;
+        }
+      }
+      if (bad) return begin + detail::first_non_finite(out + begin, end - begin);
+    }
+    return n;
+  }
+  if (t == dtype::F32) {  // every F32 value is finite in float and double: the stored bits decide
+    for (std::size_t begin = 0; begin < n; begin += block) {
+      const std::size_t end = std::min(n, begin + block);
+      std::uint32_t bad = 0;
+      for (std::size_t i = begin; i < end; ++i) {
+        const auto bits = detail::load_le<std::uint32_t>(bytes + 4 * i);
+        float v;
+        std::memcpy(&v, &bits, sizeof v);
+        out[i] = static_cast<S>(v);
+        bad |= (bits & 0x7F800000u) == 0x7F800000u ? 1u : 0u;
+      }
+      if (bad) return begin + detail::first_non_finite(out + begin, end - begin);
+    }
+    return n;
+  }
+  const std::size_t width = dtype_bits(t) / 8;  // F64: the converted values decide (float overflows)
+  for (std::size_t begin = 0; begin < n; begin += block) {
+    const std::size_t count = std::min(block, n - begin);
+    decode_elements(bytes + begin * width, t, count, out + begin, what);
+    const std::size_t bad = detail::first_non_finite(out + begin, count);
+    if (bad < count) return begin + bad;
+  }
+  return n;
+}
+
+/// What element i of a math-dtype tensor at bytes holds, for a message about a value that is not
+/// finite in the compute type: "NaN", "inf", "-inf", or "1e+300, beyond the range of the compute
+/// type" (a finite F64 that float cannot hold).
+inline std::string describe_non_finite(const std::byte* bytes, dtype t, std::size_t i) {
+  double stored = 0;
+  decode_elements(bytes + i * (dtype_bits(t) / 8), t, 1, &stored);
+  if (std::isnan(stored)) return "NaN";
+  if (std::isinf(stored)) return stored > 0 ? "inf" : "-inf";
+  char text[32];
+  std::snprintf(text, sizeof text, "%.9g", stored);
+  return std::string(text) + ", beyond the range of the compute type";
+}
+
 /// Converts n values of S to dtype t (little-endian) at bytes, which holds n·bits/8 bytes.
 /// Narrowing rounds to nearest, ties to even (Eigen's half and bfloat16 conversions); values
-/// beyond the target's range become ±inf, as in PyTorch's casts.
+/// beyond the target's range become ±inf, as in PyTorch's casts. Returns the index of the first
+/// finite value that became ±inf that way (n when none did); NaN and ±inf are encoded as they are.
 template <class S>
-void encode_elements(const S* values, std::size_t n, dtype t, std::byte* bytes,
-                     std::string_view what = "the tensor") {
+std::size_t encode_elements(const S* values, std::size_t n, dtype t, std::byte* bytes,
+                            std::string_view what = "the tensor") {
   detail::require_math_dtype(t, what);
   if (t == dtype_of<S>() && detail::host_is_little_endian() && n > 0) {
     std::memcpy(bytes, values, n * sizeof(S));
-    return;
+    return n;
   }
+  std::size_t overflow = n;
+  auto note = [&](std::size_t i, bool narrowed_to_inf) {
+    if (narrowed_to_inf && overflow == n && !Eigen::numext::isinf(values[i])) overflow = i;
+  };
   switch (t) {
     case dtype::F64:
       for (std::size_t i = 0; i < n; ++i) {
@@ -185,6 +304,7 @@ void encode_elements(const S* values, std::size_t n, dtype t, std::byte* bytes,
         std::uint64_t bits;
         std::memcpy(&bits, &v, sizeof bits);
         detail::store_le(bytes + 8 * i, bits);
+        note(i, std::isinf(v));
       }
       break;
     case dtype::F32:
@@ -193,19 +313,25 @@ void encode_elements(const S* values, std::size_t n, dtype t, std::byte* bytes,
         std::uint32_t bits;
         std::memcpy(&bits, &v, sizeof bits);
         detail::store_le(bytes + 4 * i, bits);
+        note(i, std::isinf(v));
       }
       break;
     case dtype::F16:
-      for (std::size_t i = 0; i < n; ++i)
-        detail::store_le(bytes + 2 * i, Eigen::numext::bit_cast<std::uint16_t>(
-                                            Eigen::half(static_cast<float>(values[i]))));
+      for (std::size_t i = 0; i < n; ++i) {
+        const Eigen::half v(static_cast<float>(values[i]));
+        detail::store_le(bytes + 2 * i, Eigen::numext::bit_cast<std::uint16_t>(v));
+        note(i, Eigen::numext::isinf(v));
+      }
       break;
     default:  // BF16
-      for (std::size_t i = 0; i < n; ++i)
-        detail::store_le(bytes + 2 * i, Eigen::numext::bit_cast<std::uint16_t>(
-                                            Eigen::bfloat16(static_cast<float>(values[i]))));
+      for (std::size_t i = 0; i < n; ++i) {
+        const Eigen::bfloat16 v(static_cast<float>(values[i]));
+        detail::store_le(bytes + 2 * i, Eigen::numext::bit_cast<std::uint16_t>(v));
+        note(i, Eigen::numext::isinf(v));
+      }
       break;
   }
+  return overflow;
 }
 
 }  // namespace lola::io

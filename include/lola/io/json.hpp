@@ -10,8 +10,22 @@
 /// parsing uses an explicit stack, so no input can exhaust the call stack. Time and memory are
 /// linear in the input size, apart from an O(k log k) duplicate-key check for an object of k keys.
 ///
+/// The writer always writes valid UTF-8 JSON, whatever bytes a string holds: control characters,
+/// DEL and the C1 controls as escapes, and each byte of ill-formed UTF-8 as the lone low surrogate
+/// \udc80..\udcff, as Python's json.dumps(os.fsdecode(bytes)) writes it (surrogateescape; see
+/// detail::append_json_quoted). The parser reads those back to the bytes only when asked
+/// (json_parse_options::byte_escapes); by default every lone surrogate is an error.
+///
 /// Numbers keep their literal text, so integers of any size survive a parse/dump round trip and
-/// as_uint64() / as_int64() are exact. Objects keep their members in insertion order.
+/// as_uint64() / as_int64() are exact. Objects keep their members in insertion order; an object
+/// built by set() keeps a hash index of its keys once it has more than a few, so building an
+/// object of k members is O(k), not O(k²) (a safetensors header of 80,000 tensors, a PEFT
+/// rank_pattern of 40,000 modules).
+///
+/// Memory: a parsed value costs sizeof(json_value) (40 bytes on LP64) plus its string's or
+/// container's heap block, and takes at least 2 bytes of input with its separator, so a parse
+/// holds a bounded multiple of its input: measured 20 bytes per input byte for "[0,0,…]",
+/// "[[],[],…]" or "["","",…]", 23 for nested one-element arrays, 14 for one-key objects.
 
 #include <algorithm>
 #include <charconv>
@@ -19,11 +33,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -99,33 +116,103 @@ inline double json_literal_to_double(std::string_view literal) {
   return negative ? -magnitude : magnitude;
 }
 
-/// Appends s as a JSON string literal: '"' and '\\' escaped, control characters as \b \f \n \r \t
-/// or \u00xx, every other byte verbatim (so UTF-8 stays UTF-8).
+/// The length (2, 3 or 4) of the well-formed UTF-8 sequence (Unicode Table 3-7) that starts with
+/// the byte p[0] >= 0x80 of the n >= 1 bytes at p, or 0 when the bytes there are ill-formed; then
+/// why says how: a stray continuation byte, an overlong form, a UTF-16 surrogate (U+D800..U+DFFF),
+/// a code point above U+10FFFF, a byte that never occurs, or a sequence cut short.
+inline std::size_t utf8_sequence_length(const unsigned char* p, std::size_t n, const char*& why) noexcept {
+  const unsigned char lead = p[0];
+  std::size_t length = 0;
+  unsigned char low = 0x80, high = 0xBF;  // the range of the second byte
+  const char* second_reason = "truncated sequence";
+  if (lead < 0xC0) {
+    why = "unexpected continuation byte";
+    return 0;
+  } else if (lead < 0xC2) {
+    why = "overlong encoding";
+    return 0;
+  } else if (lead < 0xE0) {
+    length = 2;
+  } else if (lead < 0xF0) {
+    length = 3;
+    if (lead == 0xE0) low = 0xA0, second_reason = "overlong encoding";
+    if (lead == 0xED) high = 0x9F, second_reason = "UTF-16 surrogate";
+  } else if (lead < 0xF5) {
+    length = 4;
+    if (lead == 0xF0) low = 0x90, second_reason = "overlong encoding";
+    if (lead == 0xF4) high = 0x8F, second_reason = "code point above U+10FFFF";
+  } else {
+    why = lead < 0xF8 ? "code point above U+10FFFF" : "byte that never occurs in UTF-8";
+    return 0;
+  }
+  why = "truncated sequence";
+  if (n < 2) return 0;
+  const unsigned char second = p[1];
+  if (second < low || second > high) {
+    if (second >= 0x80 && second <= 0xBF) why = second_reason;
+    return 0;
+  }
+  for (std::size_t k = 2; k < length; ++k)
+    if (k >= n || (p[k] & 0xC0) != 0x80) return 0;
+  return length;
+}
+
+/// Appends s as a JSON string literal that is always valid UTF-8 JSON, whatever the bytes of s:
+///   '"', '\\'                      \" and \\ (a backslash escaped)
+///   C0 controls                    \b \f \n \r \t, or \u00xx for the others
+///   DEL and C1 (U+0080..U+009F)    \u007f, \u0080..\u009f
+///   each byte 0xXY of ill-formed   \udcXY: a lone low surrogate, Python's surrogateescape
+///   UTF-8 (utf8_sequence_length)   (os.fsdecode), so json.loads + os.fsencode give the bytes back
+///   every other byte               verbatim (well-formed UTF-8 stays as it is)
+/// Hex digits are lowercase, as Python's json.dumps writes them. parse_json with
+/// json_parse_options::byte_escapes reads the result back to exactly s.
 inline void append_json_quoted(std::string& out, std::string_view s) {
   static constexpr char hex[] = "0123456789abcdef";
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const std::size_t n = s.size();
+  const auto u_escape = [&](unsigned unit) {
+    out.append("\\u");
+    for (int shift = 12; shift >= 0; shift -= 4) out.push_back(hex[(unit >> shift) & 0xF]);
+  };
   out.push_back('"');
   std::size_t run = 0;  // start of the bytes not yet copied
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out.append(s.data() + run, i - run);
-    run = i + 1;
-    out.push_back('\\');
-    switch (c) {
-      case '"': out.push_back('"'); break;
-      case '\\': out.push_back('\\'); break;
-      case '\b': out.push_back('b'); break;
-      case '\f': out.push_back('f'); break;
-      case '\n': out.push_back('n'); break;
-      case '\r': out.push_back('r'); break;
-      case '\t': out.push_back('t'); break;
-      default:
-        out.append("u00");
-        out.push_back(hex[c >> 4]);
-        out.push_back(hex[c & 0xF]);
+  for (std::size_t i = 0; i < n;) {
+    const unsigned char c = p[i];
+    if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {
+      ++i;
+      continue;
     }
+    std::size_t length = 1;
+    if (c >= 0x80) {
+      const char* why = nullptr;
+      length = utf8_sequence_length(p + i, n - i, why);
+      if (length > 0 && !(c == 0xC2 && p[i + 1] < 0xA0)) {  // well-formed and not C1: verbatim
+        i += length;
+        continue;
+      }
+      if (length == 0) length = 1;  // ill-formed: this byte alone; the next one is looked at anew
+    }
+    out.append(s.data() + run, i - run);
+    switch (c) {
+      case '"': out.append("\\\""); break;
+      case '\\': out.append("\\\\"); break;
+      case '\b': out.append("\\b"); break;
+      case '\f': out.append("\\f"); break;
+      case '\n': out.append("\\n"); break;
+      case '\r': out.append("\\r"); break;
+      case '\t': out.append("\\t"); break;
+      default:
+        if (c < 0x80)
+          u_escape(c);  // C0 or DEL
+        else if (length == 2)
+          u_escape(p[i + 1]);  // C1: U+0080..U+009F is C2 80..C2 9F
+        else
+          u_escape(0xDC00u + c);  // an ill-formed byte
+    }
+    i += length;
+    run = i;
   }
-  out.append(s.data() + run, s.size() - run);
+  out.append(s.data() + run, n - run);
   out.push_back('"');
 }
 
@@ -177,7 +264,7 @@ class json_value {
   json_value(unsigned long i) : json_value(detail::json_number{detail::json_integer_literal(i)}) {}
   json_value(unsigned long long i)
       : json_value(detail::json_number{detail::json_integer_literal(i)}) {}
-  /// A string; the bytes are kept as given and should be UTF-8.
+  /// A string of any bytes, kept as given; dump() escapes what is not well-formed UTF-8.
   json_value(std::string s) noexcept : data_(std::in_place_type<std::string>, std::move(s)) {}
   json_value(std::string_view s) : data_(std::in_place_type<std::string>, s) {}
   json_value(const char* s) : data_(std::in_place_type<std::string>, s) {}
@@ -207,7 +294,7 @@ class json_value {
   /// An empty object.
   static json_value object() {
     json_value v;
-    v.data_.emplace<object_type>();
+    v.data_.emplace<object_data>();
     return v;
   }
 
@@ -254,13 +341,25 @@ class json_value {
   array_type& items() { return get<array_type>(kind::array); }
 
   /// The members of an object, in insertion order. Keys are unique as long as they are only
-  /// changed through set() and erase().
-  const object_type& members() const { return get<object_type>(kind::object); }
-  object_type& members() { return get<object_type>(kind::object); }
+  /// changed through set() and erase(). Mutable access drops the object's key index (rebuilt by
+  /// the next set()), so change keys through the returned reference only before the next set().
+  const object_type& members() const { return get<object_data>(kind::object).members; }
+  object_type& members() {
+    object_data& o = get<object_data>(kind::object);
+    o.index.reset();
+    return o.members;
+  }
 
-  /// The value under key in an object, or nullptr. O(size()).
+  /// The value under key in an object, or nullptr. O(1) expected where set() built the object's
+  /// index, O(size()) otherwise (a parsed object). Never modifies the value, so concurrent finds
+  /// are safe.
   const json_value* find(std::string_view key) const {
-    for (const auto& member : members())
+    const object_data& o = get<object_data>(kind::object);
+    if (o.index) {
+      const std::size_t slot = o.slot_of(key);
+      return o.index->at(slot) ? &o.members[o.index->at(slot) - 1].second : nullptr;
+    }
+    for (const auto& member : o.members)
       if (member.first == key) return &member.second;
     return nullptr;
   }
@@ -272,13 +371,30 @@ class json_value {
   void push_back(json_value v) { items().push_back(std::move(v)); }
 
   /// In an object, replaces the value under key where it exists (keeping its position), else
-  /// appends the member. O(size()).
+  /// appends the member. O(1) expected: past a few members the object keeps a hash index.
   void set(std::string key, json_value v) {
-    if (json_value* existing = find(key)) {
-      *existing = std::move(v);
+    object_data& o = get<object_data>(kind::object);
+    if (!o.index && o.members.size() >= object_data::indexed_from) o.rebuild_index(o.members.size() + 1);
+    if (o.index) {
+      std::size_t slot = o.slot_of(key);
+      if (const std::size_t at = (*o.index)[slot]) {
+        o.members[at - 1].second = std::move(v);
+        return;
+      }
+      o.members.emplace_back(std::move(key), std::move(v));
+      if (2 * o.members.size() > o.index->size()) {
+        o.rebuild_index(o.members.size());
+      } else {
+        (*o.index)[slot] = o.members.size();
+      }
       return;
     }
-    members().emplace_back(std::move(key), std::move(v));
+    for (auto& member : o.members)
+      if (member.first == key) {
+        member.second = std::move(v);
+        return;
+      }
+    o.members.emplace_back(std::move(key), std::move(v));
   }
 
   /// Removes key from an object; false when it was absent. O(size()).
@@ -293,7 +409,7 @@ class json_value {
   /// The element count of an array or the member count of an object.
   std::size_t size() const {
     if (const auto* a = std::get_if<array_type>(&data_)) return a->size();
-    if (const auto* o = std::get_if<object_type>(&data_)) return o->size();
+    if (const auto* o = std::get_if<object_data>(&data_)) return o->members.size();
     throw error(error_code::invalid_argument,
                 std::string("JSON value is ") + kind_name(type()) + ", not an array or an object");
   }
@@ -301,7 +417,8 @@ class json_value {
   /// The value as JSON text. indent < 0: compact, no whitespace at all ({"a":1,"b":[1,2]}).
   /// indent >= 0: Python's json.dumps(indent=indent) layout: one element or member per line,
   /// indented by indent spaces per level, "," ending lines, ": " after keys, and empty arrays
-  /// and objects as [] and {}. Numbers are written as their literal text.
+  /// and objects as [] and {}. Numbers are written as their literal text; strings and keys as
+  /// json_quote writes them, so the text is valid UTF-8 JSON whatever bytes they hold.
   std::string dump(int indent = -1) const {
     std::string out;
     write(out, indent, 0);
@@ -322,7 +439,7 @@ class json_value {
                              std::get<detail::json_number>(b.data_).text);
       case kind::array: return std::get<array_type>(a.data_) == std::get<array_type>(b.data_);
       case kind::object:
-        return objects_equal(std::get<object_type>(a.data_), std::get<object_type>(b.data_));
+        return objects_equal(std::get<object_data>(a.data_).members, std::get<object_data>(b.data_).members);
     }
     return false;
   }
@@ -389,13 +506,13 @@ class json_value {
   bool has_nested_containers() const noexcept {
     const auto nonempty_container = [](const json_value& v) {
       if (const auto* a = std::get_if<array_type>(&v.data_)) return !a->empty();
-      if (const auto* o = std::get_if<object_type>(&v.data_)) return !o->empty();
+      if (const auto* o = std::get_if<object_data>(&v.data_)) return !o->members.empty();
       return false;
     };
     if (const auto* a = std::get_if<array_type>(&data_))
       return std::any_of(a->begin(), a->end(), nonempty_container);
-    if (const auto* o = std::get_if<object_type>(&data_))
-      return std::any_of(o->begin(), o->end(),
+    if (const auto* o = std::get_if<object_data>(&data_))
+      return std::any_of(o->members.begin(), o->members.end(),
                          [&](const auto& m) { return nonempty_container(m.second); });
     return false;
   }
@@ -409,8 +526,8 @@ class json_value {
       if (auto* a = std::get_if<array_type>(&v.data_)) {
         for (auto& child : *a)
           if (child.is_array() || child.is_object()) pending.push_back(std::move(child));
-      } else if (auto* o = std::get_if<object_type>(&v.data_)) {
-        for (auto& m : *o)
+      } else if (auto* o = std::get_if<object_data>(&v.data_)) {
+        for (auto& m : o->members)
           if (m.second.is_array() || m.second.is_object()) pending.push_back(std::move(m.second));
       }
     };
@@ -446,7 +563,7 @@ class json_value {
         return;
       }
       case kind::object: {
-        const auto& o = std::get<object_type>(data_);
+        const auto& o = std::get<object_data>(data_).members;
         out.push_back('{');
         for (std::size_t i = 0; i < o.size(); ++i) {
           if (i) out.push_back(',');
@@ -462,8 +579,43 @@ class json_value {
     }
   }
 
+  /// An object's members and, from indexed_from members on (objects built by set()), an
+  /// open-addressing hash table of their positions: slot = position + 1, 0 = empty, at most half
+  /// full, linear probing. A copy drops the index (the next set() rebuilds it).
+  struct object_data {
+    static constexpr std::size_t indexed_from = 16;
+    object_type members;
+    std::unique_ptr<std::vector<std::size_t>> index;
+
+    object_data() = default;
+    object_data(const object_data& other) : members(other.members) {}
+    object_data(object_data&&) noexcept = default;
+    object_data& operator=(const object_data& other) {
+      members = other.members;
+      index.reset();
+      return *this;
+    }
+    object_data& operator=(object_data&&) noexcept = default;
+
+    /// The slot holding key, or the empty slot where it would go.
+    std::size_t slot_of(std::string_view key) const {
+      const std::vector<std::size_t>& table = *index;
+      const std::size_t mask = table.size() - 1;
+      for (std::size_t slot = std::hash<std::string_view>{}(key) & mask;; slot = (slot + 1) & mask)
+        if (!table[slot] || members[table[slot] - 1].first == key) return slot;
+    }
+
+    /// A table for at least `count` members at most half full, holding the current ones.
+    void rebuild_index(std::size_t count) {
+      std::size_t capacity = 64;
+      while (capacity < 2 * count) capacity *= 2;
+      index = std::make_unique<std::vector<std::size_t>>(capacity, 0);
+      for (std::size_t i = 0; i < members.size(); ++i) (*index)[slot_of(members[i].first)] = i + 1;
+    }
+  };
+
   // Alternatives in the order of kind, so data_.index() is the kind.
-  std::variant<std::monostate, bool, detail::json_number, std::string, array_type, object_type>
+  std::variant<std::monostate, bool, detail::json_number, std::string, array_type, object_data>
       data_;
 };
 
@@ -472,6 +624,13 @@ struct json_parse_options {
   /// Arrays and objects may nest this deep; one level more is an error. 128 as in serde_json
   /// (which counts so that it accepts 127 levels).
   std::size_t max_depth = 128;
+  /// Reads a lone low surrogate \udc80..\udcff as the one byte 0x80..0xff (Python's
+  /// surrogateescape, what dump writes for ill-formed UTF-8), so that parsing a dump gives back
+  /// arbitrary bytes; a parsed string may then be ill-formed UTF-8. Off by default: the other
+  /// readers (safetensors headers, adapter_config.json) reject every lone surrogate, as the
+  /// safetensors reference (serde_json) does, so their strings are always well-formed UTF-8.
+  /// Other lone surrogates (\ud800..\udbff, \udc00..\udc7f) are errors either way.
+  bool byte_escapes = false;
 };
 
 /// Escapes s as a JSON string literal, quotes included (see json_value::dump for the escapes).
@@ -609,39 +768,13 @@ class json_parser {
           continue;
         }
       }
-      const unsigned char lead = p[i];
-      if (lead < 0x80) {
+      if (p[i] < 0x80) {
         ++i;
         continue;
       }
-      std::size_t length = 0;
-      unsigned char low = 0x80, high = 0xBF;  // the range of the second byte
-      const char* second_reason = "truncated sequence";
-      if (lead < 0xC0) {
-        bad(i, "unexpected continuation byte");
-      } else if (lead < 0xC2) {
-        bad(i, "overlong encoding");
-      } else if (lead < 0xE0) {
-        length = 2;
-      } else if (lead < 0xF0) {
-        length = 3;
-        if (lead == 0xE0) low = 0xA0, second_reason = "overlong encoding";
-        if (lead == 0xED) high = 0x9F, second_reason = "UTF-16 surrogate";
-      } else if (lead < 0xF5) {
-        length = 4;
-        if (lead == 0xF0) low = 0x90, second_reason = "overlong encoding";
-        if (lead == 0xF4) high = 0x8F, second_reason = "code point above U+10FFFF";
-      } else {
-        bad(i, lead < 0xF8 ? "code point above U+10FFFF" : "byte that never occurs in UTF-8");
-      }
-      if (n - i < 2) bad(i, "truncated sequence");
-      const unsigned char second = p[i + 1];
-      if (second < low || second > high) {
-        bad(i, second >= 0x80 && second <= 0xBF ? second_reason : "truncated sequence");
-      }
-      for (std::size_t k = 2; k < length; ++k) {
-        if (i + k >= n || (p[i + k] & 0xC0) != 0x80) bad(i, "truncated sequence");
-      }
+      const char* why = nullptr;
+      const std::size_t length = utf8_sequence_length(p + i, n - i, why);
+      if (length == 0) bad(i, why);
       i += length;
     }
   }
@@ -776,7 +909,14 @@ class json_parser {
     if (unit < 0) fail(escape, "invalid \\u escape: expected four hex digits");
     const auto spelled = [&](std::size_t at) { return std::string(text_.substr(at, 6)); };
     if (unit >= 0xDC00 && unit <= 0xDFFF) {
-      fail(escape, "unpaired surrogate " + spelled(escape) + " (low surrogate first)");
+      const bool byte = unit >= 0xDC80 && unit <= 0xDCFF;
+      if (byte && options_.byte_escapes) {
+        pos_ = escape + 6;
+        out.push_back(static_cast<char>(unit - 0xDC00));
+        return;
+      }
+      fail(escape, "unpaired surrogate " + spelled(escape) + " (low surrogate first" +
+                       (byte ? "; json_parse_options::byte_escapes reads \\udc80..\\udcff as bytes)" : ")"));
     }
     if (unit < 0xD800 || unit > 0xDBFF) {
       pos_ = escape + 6;
@@ -801,7 +941,8 @@ class json_parser {
     if (peek() != ':') fail(pos_, expected("':' after the key"));
     ++pos_;
     skip_whitespace();
-    object.members().emplace_back(std::move(key), json_value());
+    object.members().emplace_back(std::piecewise_construct, std::forward_as_tuple(std::move(key)),
+                                  std::forward_as_tuple());
   }
 
   /// Rejects the first member (by position) whose key repeats an earlier one. Small objects

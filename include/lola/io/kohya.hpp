@@ -5,11 +5,14 @@
 /// Keys: <module>.lora_down.weight (A, r × in, conv r × in × kh × kw), <module>.lora_up.weight
 /// (B, out × r, conv out × r × 1 × 1), <module>.alpha (a one-element tensor of any floating
 /// dtype, usually 0-dimensional), <module>.dora_scale (DoRA, kept with the module).
-/// Scaling: s = α / r; a missing or zero α means α = r (s = 1).
+/// Scaling: s = α / r; a missing or zero α means α = r (s = 1). α must be finite (NaN or ±inf is
+/// an error naming the file, the key and the module); a negative α is accepted, as sd-scripts
+/// computes with it (s < 0 negates ΔW).
 /// LyCORIS modules that are not B·A — a Tucker core (lora_mid), LoHa (hada_*), LoKr (lokr_*), a
 /// full difference (diff) — are kept whole as passthrough tensors, with a warning.
 
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -83,8 +86,9 @@ adapter<S> read_kohya(const safetensors_view& file) {
     if (keys.alpha) {
       alpha = file.scalar(*keys.alpha);
       if (!std::isfinite(alpha))
-        throw error(error_code::invalid_file, file.source() + ": module \"" + m.name +
-                                                  "\": alpha is not finite");
+        throw error(error_code::invalid_file,
+                    file.source() + ": module \"" + m.name + "\": alpha tensor \"" + keys.alpha->name +
+                        "\" is not finite: " + (std::isnan(alpha) ? "NaN" : alpha > 0 ? "inf" : "-inf"));
     }
     m.scale = alpha == 0 ? 1.0 : alpha / r;
     out.modules.push_back(std::move(m));
@@ -107,7 +111,8 @@ adapter<S> read_kohya(const safetensors_view& file) {
 
 /// The tensors of a kohya file for the adapter: lora_down, lora_up, and alpha = s·r as a
 /// 0-dimensional tensor in the first of (B's dtype, F32, F64) that holds it exactly; module extras
-/// and passthrough tensors as they were.
+/// and passthrough tensors as they were. Errors (numerical, naming the module): an α = s·r that is
+/// not finite; a factor value its dtype cannot hold (see tensor::from_matrix).
 template <class S>
 std::vector<tensor> kohya_tensors(const adapter<S>& a) {
   std::vector<tensor> out;
@@ -115,10 +120,17 @@ std::vector<tensor> kohya_tensors(const adapter<S>& a) {
     out.push_back(tensor::from_matrix(m.name + ".lora_down.weight", m.A_dtype, m.A_file_shape(), m.A));
     out.push_back(tensor::from_matrix(m.name + ".lora_up.weight", m.B_dtype, m.B_file_shape(), m.B));
     const double alpha = detail::kohya_alpha(m.scale, static_cast<double>(m.rank()));
+    if (!std::isfinite(alpha)) {
+      char scale[32];
+      std::snprintf(scale, sizeof scale, "%.9g", m.scale);
+      throw error(error_code::numerical, "module \"" + m.name + "\": alpha = s*r is not finite (s = " + scale +
+                                             ", r = " + std::to_string(m.rank()) + ")");
+    }
     Eigen::Matrix<double, 1, 1> value;
     value(0, 0) = alpha;
     // The factors' dtype when it holds α exactly, else F32 when that does, else F64.
     for (const dtype t : {m.B_dtype, dtype::F32, dtype::F64}) {
+      if (!(std::abs(alpha) <= dtype_max(t))) continue;
       auto candidate = tensor::from_matrix(m.name + ".alpha", t, {}, value);
       double back = 0;
       decode_elements(candidate.data.data(), candidate.dtype, 1, &back);

@@ -3,9 +3,13 @@
 /// Loading and saving adapters from paths: a PEFT directory (adapter_config.json +
 /// adapter_model.safetensors) or a single .safetensors file in either dialect, told apart by its
 /// keys. A PEFT file with an adapter_config.json beside it takes its scaling from that config.
+/// Every file is read as file_bytes does (regular files only, a snapshot or an error) and written
+/// as staged_file does (exclusive temporaries, renamed into place); a directory is written whole
+/// and swapped in (write_directory_atomic).
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <string_view>
@@ -35,14 +39,11 @@ inline bool path_exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-inline std::string parent_directory(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
-inline std::string join_path(const std::string& dir, std::string_view name) {
-  return dir.empty() || dir.back() == '/' ? dir + std::string(name) : dir + "/" + std::string(name);
+/// Whether there is a directory entry at path, of any kind: a dangling link or a link loop counts,
+/// so that reading it reports what it is instead of skipping it as absent.
+inline bool path_entry_exists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
 }
 
 inline bool ends_with(std::string_view s, std::string_view suffix) {
@@ -85,20 +86,30 @@ adapter<S> read_adapter(const safetensors_view& file, const json_value* peft_con
                                                      : read_kohya<S>(file);
 }
 
+/// The largest adapter_config.json (or other JSON config) lola reads: 16 MiB. PEFT writes one
+/// rank_pattern and one alpha_pattern entry per module, about 100 bytes per module, so a
+/// 10,000-module adapter with both patterns is about 1 MB and this leaves ample headroom; the
+/// cap keeps a hostile config's parse memory to some 400 MB (see json.hpp: about 20 bytes per
+/// input byte).
+inline constexpr std::uint64_t max_config_bytes = 16u << 20;
+
 /// Options for load_adapter.
 struct load_options {
-  read_options file;  ///< safetensors limits
+  read_options file;                            ///< safetensors limits
+  std::uint64_t max_config_bytes = io::max_config_bytes;  ///< adapter_config.json size cap
 };
 
 /// Loads the adapter at path: a PEFT directory, or a .safetensors file (PEFT or kohya; for PEFT an
-/// adapter_config.json in the same directory is used when present).
+/// adapter_config.json in the same directory is used when present). A config or weights entry
+/// that is there but unreadable (a FIFO, a dangling link, a link loop) is an error, never taken
+/// as absent; a config larger than options.max_config_bytes is error_code::invalid_file.
 template <class S = float>
 adapter<S> load_adapter(const std::string& path, const load_options& options = {}) {
   std::string weights = path, config_path;
   if (detail::path_is_directory(path)) {
     weights = detail::join_path(path, "adapter_model.safetensors");
     config_path = detail::join_path(path, "adapter_config.json");
-    if (!detail::path_exists(weights)) {
+    if (!detail::path_entry_exists(weights)) {
       const bool pickle = detail::path_exists(detail::join_path(path, "adapter_model.bin"));
       throw error(pickle ? error_code::unsupported : error_code::io,
                   path + (pickle ? ": holds adapter_model.bin, a pickle; lola reads only "
@@ -110,8 +121,8 @@ adapter<S> load_adapter(const std::string& path, const load_options& options = {
   }
   const auto file = safetensors_file::open(weights, options.file);
   if (detect_format(file.view()) == adapter_format::kohya) return read_kohya<S>(file.view());
-  if (!detail::path_exists(config_path)) return read_peft<S>(file.view(), nullptr);
-  const json_value config = parse_json(read_text_file(config_path), config_path);
+  if (!detail::path_entry_exists(config_path)) return read_peft<S>(file.view(), nullptr);
+  const json_value config = parse_json(read_text_file(config_path, options.max_config_bytes), config_path);
   return read_peft<S>(file.view(), &config, config_path);
 }
 
@@ -122,29 +133,33 @@ enum class save_form {
 };
 
 /// Whether a PEFT config gives every module of the adapter its rank and (to 1e-12 relative) its
-/// scale under PEFT's rules.
+/// scale under PEFT's rules. Errors in the config name `source`.
 template <class S>
-bool peft_config_reproduces(const json_value& config, const adapter<S>& a) {
-  const auto cfg = peft_config::from_json(config, "adapter_config.json");
+bool peft_config_reproduces(const json_value& config, const adapter<S>& a,
+                            const std::string& source = "adapter_config.json") {
+  const auto cfg = peft_config::from_json(config, source);
   for (const auto& m : a.modules) {
-    const std::string name = detail::peft_model_name(m.name);
-    const auto rank_match = peft_config::match(cfg.rank_pattern, name, "adapter_config.json");
-    const auto alpha_match = peft_config::match(cfg.alpha_pattern, name, "adapter_config.json");
-    const double r = rank_match ? rank_match->second : cfg.r;
-    const double alpha = alpha_match ? alpha_match->second : cfg.lora_alpha;
-    const double scale = alpha / (cfg.use_rslora ? std::sqrt(r) : r);
-    if (r != static_cast<double>(m.rank()) ||
-        std::abs(scale - m.scale) > 1e-12 * std::max(std::abs(scale), std::abs(m.scale)))
+    const auto s = cfg.scaling(detail::peft_model_name(m.name));
+    if (s.r != static_cast<double>(m.rank()) ||
+        std::abs(s.scale - m.scale) > 1e-12 * std::max(std::abs(s.scale), std::abs(m.scale)))
       return false;
   }
   return true;
 }
 
-/// Saves the adapter in its own dialect; every file is written atomically (temporary name, then
-/// rename), so a failure leaves no half-written file under a requested name.
+/// Saves the adapter in its own dialect. Nothing is ever written through a symbolic link or into
+/// an existing file: every file is staged under an exclusive temporary name and renamed into place
+/// (staged_file), so a failure (a full disk included) leaves every requested path as it was and no
+/// temporary behind.
+/// PEFT as a directory: the directory is written whole and swapped in (write_directory_atomic),
+/// so saving over the directory the adapter was loaded from either fully succeeds or leaves it
+/// byte-identical. Entries of an existing directory other than adapter_model.safetensors and
+/// adapter_config.json (a README, training arguments, checkpoints) are carried over into the new
+/// one; an adapter_model.bin among them would shadow nothing (PEFT prefers safetensors).
 /// PEFT as a file: the scaling needs an adapter_config.json beside the file. One that exists there
 /// is kept when it reproduces every module's rank and scale, and is never overwritten otherwise
-/// (error_code::io naming it: save as a directory instead).
+/// (error_code::io naming it: save as a directory instead). A new one is staged together with the
+/// weights, committed after them, and never replaces a config that appeared meanwhile.
 template <class S>
 void save_adapter(const adapter<S>& a, const std::string& path, save_form form) {
   if (a.format == adapter_format::kohya) {
@@ -156,46 +171,35 @@ void save_adapter(const adapter<S>& a, const std::string& path, save_form form) 
   metadata_map metadata = a.metadata;
   if (std::none_of(metadata.begin(), metadata.end(), [](const auto& kv) { return kv.first == "format"; }))
     metadata.emplace_back("format", "pt");
-  const auto tensors = peft_tensors(a);
+  const auto bytes = serialize_safetensors(peft_tensors(a), metadata);
   const bool needs_config = form == save_form::directory || peft_needs_config(a);
   const std::string config_text = needs_config ? peft_config_json(a).dump(2) + "\n" : "";
   if (form == save_form::directory) {
-    // A new directory is filled under a temporary name and renamed into place; an existing one
-    // gets each file replaced atomically.
-    std::string out = path;
-    while (out.size() > 1 && out.back() == '/') out.pop_back();
-    const bool fresh = !detail::path_exists(out);
-    if (!fresh && !detail::path_is_directory(out))
-      throw error(error_code::io, out + " exists and is not a directory");
-    const std::string dir = fresh ? out + ".lola-tmp-" + std::to_string(::getpid()) : out;
-    if (fresh && ::mkdir(dir.c_str(), 0777) != 0) throw detail::io_error(dir, "cannot create the directory");
-    const std::string weights = detail::join_path(dir, "adapter_model.safetensors");
-    const std::string config = detail::join_path(dir, "adapter_config.json");
-    try {
-      write_safetensors(weights, tensors, metadata);
-      write_file_atomic(config, config_text);
-      if (fresh && std::rename(dir.c_str(), out.c_str()) != 0)
-        throw detail::io_error(out, "cannot rename the temporary directory into place");
-    } catch (...) {
-      if (fresh) {
-        std::remove(weights.c_str());
-        std::remove(config.c_str());
-        ::rmdir(dir.c_str());
-      }
-      throw;
-    }
+    write_directory_atomic(path, {"adapter_model.safetensors", "adapter_config.json"}, [&](const std::string& dir) {
+      staged_file weights(detail::join_path(dir, "adapter_model.safetensors"), bytes.data(), bytes.size());
+      staged_file config(detail::join_path(dir, "adapter_config.json"), config_text.data(), config_text.size());
+      weights.commit();
+      config.commit();
+    });
     return;
   }
   // A config beside the file is what PEFT (and lola) will read with it: keep one that reproduces
   // every module, refuse to contradict one, and write one (after the weights) where it is needed.
   const std::string config_path = detail::join_path(detail::parent_directory(path), "adapter_config.json");
-  const bool config_exists = detail::path_exists(config_path);
-  if (config_exists && !peft_config_reproduces(parse_json(read_text_file(config_path), config_path), a))
+  const bool config_exists = detail::path_entry_exists(config_path);
+  if (config_exists && !peft_config_reproduces(parse_json(read_text_file(config_path, max_config_bytes), config_path),
+                                               a, config_path))
     throw error(error_code::io, config_path + " exists and gives other ranks or scalings; " + path +
                                     " needs its own adapter_config.json: save it as a directory or "
                                     "in another directory");
-  write_safetensors(path, tensors, metadata);
-  if (needs_config && !config_exists) write_file_atomic(config_path, config_text);
+  staged_file weights(path, bytes.data(), bytes.size());
+  if (!needs_config || config_exists) {
+    weights.commit();
+    return;
+  }
+  staged_file config(config_path, config_text.data(), config_text.size());
+  weights.commit();
+  config.commit(if_exists::fail);
 }
 
 }  // namespace lola::io

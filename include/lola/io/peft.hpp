@@ -12,13 +12,12 @@
 /// rank_pattern / alpha_pattern when a pattern key K matches the module name M, i.e. when
 /// re.match(rf"(.*\.)?({K})$", M) — the first matching key in the config's order wins — and from
 /// r / lora_alpha otherwise. M is the module's name in the base model: the key prefix without
-/// "base_model.model.".
+/// "base_model.model.". The keys are compiled once per config (io/pattern.hpp), so matching
+/// every module of an adapter is linear in its names.
 
 #include <algorithm>
 #include <cmath>
 #include <map>
-#include <optional>
-#include <regex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,9 +26,52 @@
 #include "lola/io/adapter.hpp"
 #include "lola/io/dialect.hpp"
 #include "lola/io/json.hpp"
+#include "lola/io/pattern.hpp"
 #include "lola/io/safetensors.hpp"
 
 namespace lola::io {
+
+/// A rank_pattern or alpha_pattern: its keys in the config's order with their values, the keys
+/// compiled once (pattern_set).
+class pattern_values {
+ public:
+  using entry = std::pair<std::string, double>;
+
+  pattern_values() = default;
+  /// `what` names the field in messages ("dir/adapter_config.json: rank_pattern"). Errors are
+  /// pattern_set's: a key that is not a regular expression, or one lola does not support.
+  pattern_values(std::vector<entry> entries, const std::string& what)
+      : entries_(std::move(entries)), keys_(key_list(entries_), what) {}
+
+  const std::vector<entry>& entries() const { return entries_; }
+  bool empty() const { return entries_.empty(); }
+  std::size_t size() const { return entries_.size(); }
+
+  /// The first entry whose key matches the module's model name (PEFT's get_pattern_key), or
+  /// nullptr when none does.
+  const entry* match(std::string_view model_name) const {
+    const std::size_t i = keys_.find(model_name);
+    return i == pattern_set::npos ? nullptr : &entries_[i];
+  }
+
+ private:
+  static std::vector<std::string> key_list(const std::vector<entry>& entries) {
+    std::vector<std::string> keys;
+    keys.reserve(entries.size());
+    for (const auto& e : entries) keys.push_back(e.first);
+    return keys;
+  }
+
+  std::vector<entry> entries_;
+  pattern_set keys_;
+};
+
+/// One module's rank, α and scale under a config; rank_key is the rank_pattern entry that gave r
+/// (nullptr: the config's r).
+struct peft_scaling {
+  double r, alpha, scale;
+  const pattern_values::entry* rank_key;
+};
 
 /// The scaling-related fields of adapter_config.json.
 struct peft_config {
@@ -37,11 +79,12 @@ struct peft_config {
   double lora_alpha = 8;
   bool use_rslora = false;
   bool fan_in_fan_out = false;
-  std::vector<std::pair<std::string, double>> rank_pattern;   ///< in the config's order
-  std::vector<std::pair<std::string, double>> alpha_pattern;  ///< in the config's order
+  pattern_values rank_pattern;   ///< in the config's order
+  pattern_values alpha_pattern;  ///< in the config's order
 
-  /// Reads the fields PEFT's LoraConfig gives defaults for; other fields are left to the caller.
-  /// Errors (invalid_file / unsupported) name `source` and the field.
+  /// Reads the fields PEFT's LoraConfig gives defaults for, compiling the pattern keys; other
+  /// fields are left to the caller. Errors (invalid_file / unsupported) name `source` and the
+  /// field or key.
   static peft_config from_json(const json_value& config, const std::string& source) {
     if (!config.is_object())
       throw error(error_code::invalid_file, source + ": adapter_config.json is not a JSON object");
@@ -61,24 +104,28 @@ struct peft_config {
         throw error(error_code::invalid_file, source + ": \"" + field + "\" must be true or false");
       out = v->as_bool();
     };
-    auto patterns = [&](const char* field, auto& out, bool positive) {
+    auto patterns = [&](const char* field, pattern_values& out, bool positive) {
       const auto* v = config.find(field);
       if (!v || v->is_null()) return;
       if (!v->is_object())
         throw error(error_code::invalid_file, source + ": \"" + field + "\" must be an object");
+      std::vector<pattern_values::entry> entries;
+      entries.reserve(v->members().size());
       for (const auto& [key, value] : v->members()) {
         if (!value.is_number() || !std::isfinite(value.as_double()) ||
             (positive && value.as_double() <= 0))
-          throw error(error_code::invalid_file, source + ": " + field + "[\"" + key +
-                                                    "\"] must be a " + (positive ? "positive " : "finite ") +
+          throw error(error_code::invalid_file, source + ": " + field + "[" + detail::shown_name(key) +
+                                                    "] must be a " + (positive ? "positive " : "finite ") +
                                                     "number");
-        out.emplace_back(key, value.as_double());
+        entries.emplace_back(key, value.as_double());
       }
+      out = pattern_values(std::move(entries), source + ": " + field);
     };
     if (const auto* type = config.find("peft_type"); type && !type->is_null()) {
       if (!type->is_string() || type->as_string() != "LORA")
         throw error(error_code::unsupported,
-                    source + ": peft_type is " + (type->is_string() ? type->as_string() : type->dump()) +
+                    source + ": peft_type is " +
+                        detail::printable(type->is_string() ? type->as_string() : type->dump()) +
                         "; lola reads LORA adapters");
     }
     number("r", c.r, true);
@@ -90,28 +137,15 @@ struct peft_config {
     return c;
   }
 
-  /// The value of the first pattern whose key matches the module name (PEFT's get_pattern_key),
-  /// with that key; nullopt when none matches. Errors name a pattern that is not a valid regex.
-  static std::optional<std::pair<std::string, double>> match(
-      const std::vector<std::pair<std::string, double>>& patterns, const std::string& module,
-      const std::string& source) {
-    // std::regex recurses per input character; module names longer than this are refused
-    // rather than risking the stack on a hostile file.
-    constexpr std::size_t longest_name = 4096;
-    if (!patterns.empty() && module.size() > longest_name)
-      throw error(error_code::unsupported, source + ": module name of " +
-                                               std::to_string(module.size()) +
-                                               " bytes is too long to match against patterns");
-    for (const auto& [key, value] : patterns) {
-      try {
-        if (std::regex_match(module, std::regex("(.*\\.)?(" + key + ")", std::regex::ECMAScript)))
-          return std::pair(key, value);
-      } catch (const std::regex_error&) {
-        throw error(error_code::invalid_file,
-                    source + ": pattern \"" + key + "\" is not a valid regular expression");
-      }
-    }
-    return std::nullopt;
+  /// PEFT's scaling of the module with this model name (no base_model.model. prefix):
+  /// r and α from the first matching rank_pattern / alpha_pattern key, else r / lora_alpha;
+  /// s = α / r, or α / √r with use_rslora.
+  peft_scaling scaling(std::string_view model_name) const {
+    const auto* rank_key = rank_pattern.match(model_name);
+    const auto* alpha_key = alpha_pattern.match(model_name);
+    const double rank = rank_key ? rank_key->second : r;
+    const double alpha = alpha_key ? alpha_key->second : lora_alpha;
+    return {rank, alpha, alpha / (use_rslora ? std::sqrt(rank) : rank), rank_key};
   }
 };
 
@@ -157,20 +191,13 @@ inline json_value alpha_value(double alpha) {
   return json_value(alpha);
 }
 
-/// Whether PEFT's pattern key for the module named `key_name` (unescaped) matches `module`:
-/// (.*\.)?(K)$ with K the escaped name holds exactly when module is key_name or ends in
-/// "." + key_name.
-inline bool name_key_matches(std::string_view key_name, std::string_view module) {
-  if (module.size() < key_name.size() || module.substr(module.size() - key_name.size()) != key_name)
-    return false;
-  return module.size() == key_name.size() || module[module.size() - key_name.size() - 1] == '.';
-}
-
 /// Pattern entries (module indices, longest name first) that give every module its value under
 /// PEFT's first-match rule, where values[i] differs from the default: each such module gets a
 /// key of its own full name; a module at the default value that a shorter key would capture gets
 /// one too. A module's own name is the longest key that can match it, so longest-first order lets
-/// it win over every other matching key.
+/// it win over every other matching key. Each round matches every name against the keys once
+/// (pattern_set::of_names: linear in the names' bytes); a round adds keys only for modules a
+/// shorter key captured, and the rounds stop when one adds none.
 inline std::vector<std::size_t> pattern_modules(const std::vector<std::string>& names,
                                                 const std::vector<double>& values, double fallback) {
   std::vector<char> listed(names.size(), 0);
@@ -186,13 +213,14 @@ inline std::vector<std::size_t> pattern_modules(const std::vector<std::string>& 
   for (bool changed = true; changed;) {
     changed = false;
     const auto keys = ordered();
+    std::vector<std::string> key_names;
+    key_names.reserve(keys.size());
+    for (std::size_t k : keys) key_names.push_back(names[k]);
+    const auto set = pattern_set::of_names(std::move(key_names));
     for (std::size_t i = 0; i < names.size(); ++i) {
       if (listed[i]) continue;
-      for (std::size_t k : keys)
-        if (name_key_matches(names[k], names[i])) {
-          if (values[k] != values[i]) listed[i] = 1, changed = true;
-          break;
-        }
+      const std::size_t k = set.find(names[i]);
+      if (k != pattern_set::npos && values[keys[k]] != values[i]) listed[i] = 1, changed = true;
     }
   }
   return ordered();
@@ -227,18 +255,15 @@ adapter<S> read_peft(const safetensors_view& file, const json_value* config = nu
     auto m = detail::read_module<S>(file, keys, "lora_A", "lora_B");
     if (cfg.fan_in_fan_out && m.kind == module_kind::linear) m.transposed = true;
     if (has_config) {
-      const std::string model_name = detail::peft_model_name(m.name);
-      const auto rank_match = peft_config::match(cfg.rank_pattern, model_name, config_source);
-      const auto alpha_match = peft_config::match(cfg.alpha_pattern, model_name, config_source);
-      const double r = rank_match ? rank_match->second : cfg.r;
-      const double alpha = alpha_match ? alpha_match->second : cfg.lora_alpha;
-      if (r != static_cast<double>(m.rank()))
+      const auto scaling = cfg.scaling(detail::peft_model_name(m.name));
+      if (scaling.r != static_cast<double>(m.rank()))
         throw error(error_code::invalid_file,
-                    file.source() + ": module \"" + m.name + "\" has rank " +
+                    file.source() + ": module " + detail::shown_name(m.name) + " has rank " +
                         std::to_string(m.rank()) + " but " + config_source + " gives r = " +
-                        json_value(r).dump() +
-                        (rank_match ? " (rank_pattern \"" + rank_match->first + "\")" : ""));
-      m.scale = alpha / (cfg.use_rslora ? std::sqrt(r) : r);
+                        json_value(scaling.r).dump() +
+                        (scaling.rank_key ? " (rank_pattern " + detail::shown_name(scaling.rank_key->first) + ")"
+                                          : ""));
+      m.scale = scaling.scale;
     }
     out.modules.push_back(std::move(m));
   }

@@ -21,8 +21,18 @@
 ///            but BLAS-2 speed when n is below Eigen's block size; Q·P applies the reflectors.
 /// Well-conditioned factors are the common case (random initialisations, trained A factors), so
 /// the fast route serves most modules and the stable one takes over where squaring κ would hurt.
+///
+/// Range: both routes square entries (the Gram; the Householder vectors' norms), so a factor whose
+/// largest squared column norm g = max diag(XᵀX) leaves [m·min/ε, max/(4n)] would overflow to inf
+/// or lose its columns to underflow (float: column norms beyond ~1e19/√n or below ~3e-16·√m). The
+/// Gram is computed anyway, so the test costs nothing; only outside that range is X rescaled by an
+/// exact power of two, X' = 2⁻ᵉ·X with max|X'| ∈ [½, 1), and decomposed instead: R() is then the
+/// factor of X' (R_X = 2ᵉ·R()), exponent() says e, and Q is the same. Non-finite or zero factors
+/// are left as they are (the caller sees the non-finite R, or the zero).
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
@@ -47,26 +57,31 @@ class column_space {
   template <class X>
   void compute(const Eigen::MatrixBase<X>& x) {
     m_ = x.rows();
+    exponent_ = 0;
+    scaled_.resize(0, 0);
     const index n = x.cols();
-    gram_ = false;
-    if (m_ >= n && n > 0) {
-      gram_into(x, r_);
-      if (well_conditioned(r_)) {
-        const Eigen::LLT<matrix> llt(r_);
-        if (llt.info() == Eigen::Success) {
-          r_ = llt.matrixU();
-          gram_ = true;
-          return;
-        }
-      }
+    if (m_ == 0 || n == 0) {
+      factor(x, false);
+      return;
     }
-    qr_.compute(x);
-    const index p = std::min(m_, n);
-    r_ = qr_.matrixQR().topRows(p).template triangularView<Eigen::Upper>();
+    if (m_ >= n) {
+      gram_into(x, r_);
+      if (in_range(r_.diagonal().maxCoeff(), n) || !rescale(x)) {
+        factor(x, true);
+        return;
+      }
+    } else if (in_range(x.colwise().squaredNorm().maxCoeff(), n) || !rescale(x)) {
+      factor(x, false);
+      return;
+    }
+    if (m_ >= n) gram_into(scaled_, r_);
+    factor(scaled_, m_ >= n);
   }
 
-  /// R, p×n upper triangular (trapezoidal when m < n), p = min(m, n).
+  /// R, p×n upper triangular (trapezoidal when m < n), p = min(m, n), of 2^-exponent()·X.
   const matrix& R() const { return r_; }
+  /// e with X = 2ᵉ·X' for the X' that R() factors; 0 unless X was out of range.
+  int exponent() const { return exponent_; }
   bool via_gram() const { return gram_; }
 
   /// out = Q·P for P with p rows (out: m×P.cols(), any writable block); x must be the matrix
@@ -76,7 +91,10 @@ class column_space {
                         Out&& out) const {
     if (gram_) {
       const matrix coefficients = r_.template triangularView<Eigen::Upper>().solve(p);
-      thin_product_into<S>(x, coefficients, out);
+      if (exponent_ != 0)
+        thin_product_into<S>(scaled_, coefficients, out);
+      else
+        thin_product_into<S>(x, coefficients, out);
       return;
     }
     matrix padded = matrix::Zero(m_, p.cols());
@@ -92,7 +110,10 @@ class column_space {
                                    Out&& out) const {
     if (gram_) {
       const matrix coefficients = r_.template triangularView<Eigen::Upper>().solve(p);
-      thin_product_into<S>(x, coefficients, out.transpose());
+      if (exponent_ != 0)
+        thin_product_into<S>(scaled_, coefficients, out.transpose());
+      else
+        thin_product_into<S>(x, coefficients, out.transpose());
       return;
     }
     matrix padded = matrix::Zero(p.cols(), m_);
@@ -102,6 +123,46 @@ class column_space {
   }
 
  private:
+  /// Whether a largest squared column norm g keeps both routes clear of overflow and underflow:
+  /// g ≥ m·min/ε, so the underflowed products (each off by < min, m of them) stay below ε·g; and
+  /// g ≤ max/(4n), so sums of n Gram entries (Gershgorin's discs) and the shifted Cholesky stay finite.
+  bool in_range(S g, index n) const {
+    const S low = S(m_) * std::numeric_limits<S>::min() / std::numeric_limits<S>::epsilon();
+    const S high = std::numeric_limits<S>::max() / (S(4) * S(n));
+    return g >= low && g <= high;
+  }
+
+  /// scaled_ = 2⁻ᵉ·x with max|scaled_| ∈ [½, 1); false (nothing kept) for a zero or non-finite x.
+  template <class X>
+  bool rescale(const Eigen::MatrixBase<X>& x) {
+    const S largest = x.cwiseAbs().maxCoeff();
+    if (!(largest > 0) || !(largest <= std::numeric_limits<S>::max()) || !x.allFinite()) return false;
+    std::frexp(largest, &exponent_);
+    const int e = exponent_;
+    scaled_ = x.unaryExpr([e](S v) { return static_cast<S>(std::ldexp(v, -e)); });
+    return true;
+  }
+
+  /// R of x by the route its Gram (in r_ when have_gram) allows.
+  template <class X>
+  void factor(const Eigen::MatrixBase<X>& x, bool have_gram) {
+    const index n = x.cols();
+    gram_ = false;
+    if (have_gram) {
+      if (well_conditioned(r_)) {
+        const Eigen::LLT<matrix> llt(r_);
+        if (llt.info() == Eigen::Success) {
+          r_ = llt.matrixU();
+          gram_ = true;
+          return;
+        }
+      }
+    }
+    qr_.compute(x);
+    const index p = std::min(m_, n);
+    r_ = qr_.matrixQR().topRows(p).template triangularView<Eigen::Upper>();
+  }
+
   /// κ(X)² = λ_max/λ_min of the Gram g ≤ gram_condition_limit², by Gershgorin or else exactly.
   static bool well_conditioned(const matrix& g) {
     const S limit = gram_condition_limit * gram_condition_limit;
@@ -119,7 +180,9 @@ class column_space {
 
   matrix r_;
   Eigen::HouseholderQR<matrix> qr_;
+  matrix scaled_;  ///< 2⁻ᵉ·X when X was out of range, else empty
   index m_ = 0;
+  int exponent_ = 0;
   bool gram_ = false;
 };
 

@@ -13,11 +13,21 @@
 /// carries an absolute error of order ε·|s|·‖B‖·‖A‖ (a constant up to 16 times larger on the
 /// Gram route).
 ///
+/// Range: nothing squares a value that can leave the compute type's range. The factors are
+/// rescaled by exact powers of two where their Grams would overflow or underflow
+/// (column_space.hpp: R_B = 2^e_B·R'_B, R_A = 2^e_A·R'_A); the core R'_B·R'_Aᵀ is scaled by 2^-e_C
+/// so that its largest entry is in [½, 1) (O(r²), always), decomposed without s, and
+///   σᵢ(s·B·A) = |s|·2^(e_B + e_A + e_C)·σᵢ(core),   U, V unchanged (U negated when s < 0),
+/// with s's mantissa and exponent applied separately, so σᵢ is inf only when it exceeds the
+/// compute type's range itself. float factors with entries up to ~1e38 or down to ~1e-38 give
+/// σ to the accuracy above whenever σ is representable.
+///
 /// The API follows Eigen's decompositions: compute(), singularValues(), matrixU(), matrixV(), rank()
 /// with setThreshold(), info(). The default threshold for the numerical rank is max(d, k)·ε
 /// (NumPy's matrix_rank convention): σᵢ counts when σᵢ > threshold·σ₁.
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <string>
 
@@ -67,26 +77,31 @@ struct factor_space_svd {
   vector sigma;          ///< σ₁ ≥ … ≥ σ_p, p = min(d, k, r)
   matrix core_u, core_v;  ///< P and S, when vectors were requested
 
-  /// False (nothing else meaningful) when the factors are not finite.
+  /// False (nothing else meaningful) when the factors or s are not finite. σᵢ is +inf only when
+  /// the exact σᵢ exceeds the range of S (see the file comment).
   template <class BX, class AX>
   bool compute(const Eigen::MatrixBase<BX>& B, const Eigen::MatrixBase<AX>& A, S s, bool vectors) {
     b_space.compute(B);
     a_space.compute(A.transpose());
-    const matrix core = s * b_space.R() * a_space.R().transpose();  // p_b × p_a
-    if (!core.allFinite()) return false;
-    if (std::min(core.rows(), core.cols()) == 0) {
-      sigma.resize(0);
-      core_u.resize(core.rows(), 0);
-      core_v.resize(core.cols(), 0);
-    } else if (!(b_space.via_gram() && a_space.via_gram() && decompose_by_cross_product(core, vectors))) {
-      const Eigen::BDCSVD<matrix> svd(
-          core, vectors ? unsigned(Eigen::ComputeThinU | Eigen::ComputeThinV) : 0u);
-      sigma = svd.singularValues();
-      if (vectors) {
-        core_u = svd.matrixU();
-        core_v = svd.matrixV();
+    matrix core = b_space.R() * a_space.R().transpose();  // p_b × p_a, of the rescaled factors
+    if (!core.allFinite() || !std::isfinite(s)) return false;
+    int exponent = b_space.exponent() + a_space.exponent();
+    if (core.size() > 0) {
+      const S largest = core.cwiseAbs().maxCoeff();
+      if (largest > 0) {
+        int e = 0;
+        std::frexp(largest, &e);
+        core = core.unaryExpr([e](S v) { return static_cast<S>(std::ldexp(v, -e)); });
+        exponent += e;
       }
     }
+    decompose_core(core, vectors);
+    // σ(s·2^exponent·core) = |s|·2^exponent·σ(core), from s = ±m·2^q with m ∈ [½, 1).
+    int q = 0;
+    const S m = std::frexp(std::abs(s), &q);
+    sigma = sigma.unaryExpr(
+        [m, q, exponent](S v) { return static_cast<S>(std::ldexp(v * m, q + exponent)); });
+    if (vectors && s < 0) core_u = -core_u;
     return true;
   }
 
@@ -103,6 +118,23 @@ struct factor_space_svd {
   }
 
  private:
+  /// sigma (and core_u, core_v when vectors) of the core's SVD.
+  void decompose_core(const matrix& core, bool vectors) {
+    if (std::min(core.rows(), core.cols()) == 0) {
+      sigma.resize(0);
+      core_u.resize(core.rows(), 0);
+      core_v.resize(core.cols(), 0);
+    } else if (!(b_space.via_gram() && a_space.via_gram() && decompose_by_cross_product(core, vectors))) {
+      const Eigen::BDCSVD<matrix> svd(
+          core, vectors ? unsigned(Eigen::ComputeThinU | Eigen::ComputeThinV) : 0u);
+      sigma = svd.singularValues();
+      if (vectors) {
+        core_u = svd.matrixU();
+        core_v = svd.matrixV();
+      }
+    }
+  }
+
   /// The SVD C = P·Σ·Sᵀ of a square core from the eigen-decomposition CᵀC = S·Σ²·Sᵀ, with
   /// P = C·S·Σ⁻¹; false (nothing written) when C is singular. Taken when both factors went the
   /// Gram route, so κ(C) ≤ κ(R_B)·κ(R_A) ≤ 16: the eigenvalues carry an absolute error of order

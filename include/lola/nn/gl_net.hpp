@@ -120,7 +120,7 @@ class gl_net {
     auto module = [&](index i, index j) -> const io::adapter_module<S>& {
       return batch[static_cast<std::size_t>(i)]->modules[orders[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)]];
     };
-    return run(
+    matrix<S> y = run(
         static_cast<index>(batch.size()), options, [&](index i, index j) { return module(i, j).rank(); },
         [&](index i, index j, Eigen::Ref<matrix<S>> U, Eigen::Ref<matrix<S>> V) {
           const auto& m = module(i, j);
@@ -130,6 +130,16 @@ class gl_net {
             U = m.B;
           V = m.A.transpose();  // A row-major r×k: the same bytes as V = Aᵀ column-major
         });
+    // Finite factors can still overflow the activations (entries near the type's limit): an
+    // error, never a non-finite prediction.
+    for (index i = 0; i < y.rows(); ++i)
+      if (!y.row(i).allFinite()) {
+        const auto k = static_cast<std::size_t>(i);
+        throw error(error_code::numerical, (k < names.size() ? names[k] : "adapter " + std::to_string(k)) +
+                                               ": the GL-net output is not finite (the factors' magnitudes "
+                                               "overflow the network's activations)");
+      }
+    return y;
   }
 
   vector<S> forward(const io::adapter<S>& a, const gl_net_options& options = {}) const {

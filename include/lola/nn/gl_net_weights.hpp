@@ -191,9 +191,12 @@ class gl_net_reader {
     return static_cast<index>(t.shape[which]);
   }
 
+  /// data: t converted to S. Names the element and what the file holds there.
   void require_finite(const io::tensor_info& t, const S* data, index n) const {
-    for (index i = 0; i < n; ++i)
-      if (!std::isfinite(data[i])) fail(t.name, "holds a non-finite value at element " + std::to_string(i));
+    const std::size_t bad = io::detail::first_non_finite(data, static_cast<std::size_t>(n));
+    if (bad < static_cast<std::size_t>(n))
+      fail(t.name, "holds a non-finite value at element " + std::to_string(bad) + ": " +
+                       io::describe_non_finite(file_.bytes(t), t.dtype, bad));
   }
 
   /// A 2-D tensor of the expected shape (−1: any), as a column-major matrix.
@@ -241,10 +244,20 @@ gl_net_weights<S> read_gl_net(const io::safetensors_view& file) {
   return detail::gl_net_reader<S>(file).read();
 }
 
-/// Maps, validates and reads the GL-net weights file at path.
+/// The largest safetensors header of a GL-net weights file that load_gl_net reads: 16 MiB, the
+/// cap on JSON configs (io::max_config_bytes). A GL-net has 2L + 2(K − 1) + 6 tensors of about
+/// 100 header bytes each, so this holds networks of some 80,000 modules, while a hostile header
+/// costs some 400 MB of parse memory (about 20 bytes per header byte) instead of some 2 GB under
+/// the safetensors limit of 10⁸ bytes.
+inline constexpr std::uint64_t max_gl_net_header_bytes = 16u << 20;
+
+/// Reads (a regular file only, see io::file_bytes), validates and reads the GL-net weights file at
+/// path. A header larger than options.max_header_bytes (default max_gl_net_header_bytes) is
+/// error_code::invalid_file naming the file.
 template <class S>
-gl_net_weights<S> load_gl_net(const std::string& path) {
-  const auto file = io::safetensors_file::open(path);
+gl_net_weights<S> load_gl_net(const std::string& path,
+                              const io::read_options& options = {max_gl_net_header_bytes}) {
+  const auto file = io::safetensors_file::open(path, options);
   return read_gl_net<S>(file.view());
 }
 

@@ -13,34 +13,40 @@
 /// into the same adapter; the factors are in the chosen canonical form (left = kohya's up = U·Σ,
 /// down = Vᵀ), with canon/canonical_form.hpp's sign rule.
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "lola/canon/canonical_form.hpp"
+#include "lola/core/error.hpp"
 
 namespace lola {
 
-/// How the new rank is chosen (see the file comment).
+/// How the new rank is chosen (see the file comment). The fixed rank is an exact integer: every k
+/// from 1 to the largest index means itself, so any k at least the module's rank keeps it whole.
 struct rank_rule {
   enum class kind { fixed, sv_fro, sv_cumulative, sv_ratio };
   kind rule = kind::fixed;
-  double value = 1;
+  index rank = 1;    ///< fixed: k (>= 1); unused by the other kinds
+  double value = 1;  ///< sv_fro, sv_cumulative: F; sv_ratio: X; unused by fixed
 
   static rank_rule fixed(index k) {
     if (k < 1)
       throw error(error_code::invalid_argument,
                   "rank_rule::fixed: the rank must be >= 1, got " + std::to_string(k));
-    return {kind::fixed, static_cast<double>(k)};
+    return {kind::fixed, k, 1};
   }
-  static rank_rule sv_fro(double fraction) { return {kind::sv_fro, check_fraction(fraction, "sv_fro")}; }
+  static rank_rule sv_fro(double fraction) {
+    return {kind::sv_fro, 1, check_fraction(fraction, "sv_fro")};
+  }
   static rank_rule sv_cumulative(double fraction) {
-    return {kind::sv_cumulative, check_fraction(fraction, "sv_cumulative")};
+    return {kind::sv_cumulative, 1, check_fraction(fraction, "sv_cumulative")};
   }
   static rank_rule sv_ratio(double ratio) {
     if (!(ratio >= 1) || !std::isfinite(ratio))
       throw error(error_code::invalid_argument,
                   "rank_rule::sv_ratio: the ratio must be finite and >= 1, got " + std::to_string(ratio));
-    return {kind::sv_ratio, ratio};
+    return {kind::sv_ratio, 1, ratio};
   }
 
  private:
@@ -62,7 +68,12 @@ index select_rank(const Eigen::Matrix<S, Eigen::Dynamic, 1>& sigma, const rank_r
   const index p = sigma.size();
   index k = 1;
   switch (rule.rule) {
-    case rank_rule::kind::fixed: k = static_cast<index>(rule.value); break;
+    case rank_rule::kind::fixed:
+      if (rule.rank < 1)  // a rank_rule built field by field rather than by fixed()
+        throw error(error_code::invalid_argument,
+                    "rank_rule: the fixed rank must be >= 1, got " + std::to_string(rule.rank));
+      k = rule.rank;
+      break;
     case rank_rule::kind::sv_fro:
     case rank_rule::kind::sv_cumulative: {
       const bool squares = rule.rule == rank_rule::kind::sv_fro;

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Whole-process figures: the `lola` tool timed as a process on adapters written to disk, beside the
+# floor of moving the same bytes once in the same run — reading the input files (from the page
+# cache, as the tool does on a second run) and, for commands that write, writing the output once.
+# Writes benchmarks/PROCESS.md. LOLA_RUNS (default 5) runs per command, the median is reported.
+# LOLA_OLD=/path/to/an/older/lola adds its times beside (commands it cannot finish within
+# LOLA_OLD_TIMEOUT seconds, default 120, are reported as such).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib.sh
+lola_require_packages g++ cmake make libeigen3-dev libbenchmark-dev nlohmann-json3-dev libre2-dev libcli11-dev
+
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+runs=${LOLA_RUNS:-5}
+old_timeout=${LOLA_OLD_TIMEOUT:-120}
+cmake --preset bench -DLOLA_BUILD_TOOLS=ON >/dev/null
+cmake --build --preset bench -j "$LOLA_JOBS" --target lola_cli lola_make_process_inputs
+lola=$PWD/build/bench/tools/lola/lola
+work=$PWD/build/bench/process
+rm -rf "$work" && mkdir -p "$work"
+"$PWD/build/bench/benchmarks/lola_make_process_inputs" "$work/in" 1000 10000
+
+now() { date +%s%N; }
+# median_ms CMD...: the median wall time of $runs runs of CMD, in milliseconds.
+median_ms() {
+  local times=() t0
+  for ((i = 0; i < runs; i++)); do
+    t0=$(now)
+    "$@" >/dev/null
+    times+=($((($(now) - t0) / 1000)))
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]/1000}'
+}
+bytes() { du -cb "$@" | tail -1 | cut -f1; }
+read_floor() { cat "$@" >/dev/null; }
+copy_floor() { local to=$1; shift; cat "$@" >"$to"; }
+
+rows=()
+# case NAME INPUT OUTPUT ARGS...: OUTPUT is "-" for commands that print only.
+case_row() {
+  local name=$1 input=$2 output=$3
+  shift 3
+  local in_files=("$input"/*)
+  local t floor old="" out_bytes=0
+  if [ "$output" = - ]; then
+    t=$(median_ms "$lola" "$@")
+    floor=$(median_ms read_floor "${in_files[@]}")
+  else
+    rm -rf "$output"
+    t=$(median_ms "$lola" "$@")
+    local out_files=("$output"/*)
+    out_bytes=$(bytes "${out_files[@]}")
+    floor_read=$(median_ms read_floor "${in_files[@]}")
+    floor_write=$(median_ms copy_floor "$work/copy" "${out_files[@]}")
+    floor=$(awk -v a="$floor_read" -v b="$floor_write" 'BEGIN {printf "%.1f", a + b}')
+  fi
+  if [ -n "${LOLA_OLD:-}" ]; then
+    local t0
+    t0=$(now)
+    if timeout "$old_timeout" "$LOLA_OLD" "$@" >/dev/null 2>&1; then
+      old="$(awk -v n="$(($(now) - t0))" 'BEGIN {printf "%.1f ms", n / 1e6}')"
+    else
+      old="not done in ${old_timeout} s"
+    fi
+  fi
+  local ratio
+  ratio=$(awk -v t="$t" -v f="$floor" 'BEGIN {printf "%.2f", (f > 0 ? t / f : 0)}')
+  rows+=("| $name | $(bytes "${in_files[@]}") | $out_bytes | $t ms | $floor ms | $ratio |${LOLA_OLD:+ $old |}")
+  echo "${rows[-1]}"
+}
+
+L=$work/in/llama_bf16
+case_row "inspect --json, Llama-2-7B r16 BF16" "$L" - inspect "$L" --json
+case_row "canonicalize, Llama-2-7B r16 BF16" "$L" "$work/canon" canonicalize "$L" -o "$work/canon"
+case_row "resize --rank 8, Llama-2-7B r16 BF16" "$L" "$work/r8" resize "$L" -o "$work/r8" --rank 8
+for n in 1000 10000; do
+  P=$work/in/patterns_$n
+  case_row "inspect --json, $n modules, one pattern key each" "$P" - inspect "$P" --json
+  case_row "resize --rank 1, $n modules, one pattern key each" "$P" "$work/p$n" resize "$P" -o "$work/p$n" --rank 1
+done
+
+{
+  echo "# lola whole-process results"
+  echo
+  echo "Written by \`scripts/bench-process.sh\` on $(date -u +%Y-%m-%d) (UTC). Do not edit by hand."
+  echo
+  echo "Machine: $(nproc) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'); OMP_NUM_THREADS=$OMP_NUM_THREADS."
+  echo "Each time is the median of $runs runs of the \`lola\` process on files in the page cache."
+  echo "Floor: reading the input files once (\`cat\` to /dev/null) plus, for commands that write, writing"
+  echo "the output's bytes once (\`cat\` into a new file), measured the same way in the same run."
+  echo
+  if [ -n "${LOLA_OLD:-}" ]; then
+    echo "| command | input bytes | output bytes | time | floor | ratio | older lola (one run) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+  else
+    echo "| command | input bytes | output bytes | time | floor | ratio |"
+    echo "|---|---:|---:|---:|---:|---:|"
+  fi
+  printf '%s\n' "${rows[@]}"
+} >benchmarks/PROCESS.md
+echo "wrote benchmarks/PROCESS.md (${#rows[@]} rows)"

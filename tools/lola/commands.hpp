@@ -1,0 +1,713 @@
+#pragma once
+// The commands of the lola tool, each a function of its parsed options (run.hpp builds the
+// command line with CLI11). Computation is in double; factors are written back in the file's
+// dtypes. What a command prints on stdout goes through `streams` (checked writes); names taken
+// from files and paths given by the user are escaped there with `shown` (lola/io/printable.hpp),
+// and every message on stderr is escaped as a whole.
+
+#include <lola/canon/canonical_form.hpp>
+#include <lola/canon/o_align.hpp>
+#include <lola/core/parallel.hpp>
+#include <lola/features/featurize.hpp>
+#include <lola/features/spectrum.hpp>
+#include <lola/io/load.hpp>
+#include <lola/linalg/low_rank_svd.hpp>
+#include <lola/nn/gl_net_weights.hpp>
+#include <lola/ops/combine.hpp>
+#include <lola/ops/resize.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "adapter_paths.hpp"
+#include "numbers.hpp"
+#include "output.hpp"
+#include "same_file.hpp"
+#include "usage_error.hpp"
+
+namespace lola_cli {
+
+namespace io = lola::io;
+using adapter = io::adapter<double>;
+using module = io::adapter_module<double>;
+
+/// The largest value an integer flag takes.
+constexpr std::int64_t integer_max = INT64_MAX;
+/// The largest --rank of features (svd values per module): 2^30, the cap on the values of the whole
+/// feature table (features' max_elements), so a larger R could never be written (one module's
+/// block alone would exceed it); refused as a usage error before any adapter is read. resize and
+/// merge take any rank up to integer_max (lola::rank_rule holds it exactly).
+constexpr std::int64_t svd_length_max = std::int64_t(1) << 30;
+
+/// The value of an integer flag CLI11 has already checked with the same bounds.
+inline std::int64_t integer_value(const std::string& name, const std::string& text, std::int64_t low,
+                                  std::int64_t high = integer_max) {
+  std::string why;
+  const auto v = parse_integer(text, low, high, why);
+  if (!v) throw usage_error(name + " " + why + ", got \"" + text + "\"");
+  return *v;
+}
+
+inline double real_value(const std::string& name, const std::string& text) {
+  std::string why;
+  const auto v = parse_real(text, why);
+  if (!v) throw usage_error(name + " " + why + ", got \"" + text + "\"");
+  return *v;
+}
+
+/// A lola::error's message without its "lola: " prefix.
+inline std::string message_of(const lola::error& e) {
+  const std::string text = e.what();
+  return text.rfind("lola: ", 0) == 0 ? text.substr(6) : text;
+}
+
+// Progress on stderr for loops over many items, only when stderr is a terminal.
+class progress {
+ public:
+  progress(const char* what, std::size_t total, std::FILE* err)
+      : what_(what), total_(total), err_(err), enabled_(total > 1 && ::isatty(::fileno(err))) {}
+  ~progress() {
+    if (enabled_) std::fprintf(err_, "\r%s %zu/%zu\n", what_, done_.load(), total_);
+  }
+  progress(const progress&) = delete;
+  progress& operator=(const progress&) = delete;
+  void tick() {
+    const std::size_t n = ++done_;
+    if (!enabled_) return;
+    const auto now = std::chrono::steady_clock::now();
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    std::fprintf(err_, "\r%s %zu/%zu", what_, n, total_);
+  }
+
+ private:
+  const char* what_;
+  std::size_t total_;
+  std::FILE* err_;
+  bool enabled_;
+  std::atomic<std::size_t> done_{0};
+  std::mutex mutex_;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+// Runs f(i) for every module in parallel (OpenMP), with progress; an error from the maths is
+// re-thrown naming the adapter and the module.
+template <class F>
+void for_each_module(const std::string& path, const std::vector<std::string>& names, const char* what,
+                     std::FILE* err, F&& f) {
+  progress p(what, names.size(), err);
+  lola::parallel_for(static_cast<lola::index>(names.size()), [&](lola::index i) {
+    try {
+      f(static_cast<std::size_t>(i));
+    } catch (const lola::error& e) {
+      throw lola::error(e.code(), path + ": module \"" + names[static_cast<std::size_t>(i)] + "\": " + message_of(e));
+    }
+    p.tick();
+  });
+}
+
+inline std::vector<std::string> module_names(const adapter& a) {
+  std::vector<std::string> names;
+  for (const auto& m : a.modules) names.push_back(m.name);
+  return names;
+}
+
+inline void report_warnings(const adapter& a, const streams& s) {
+  for (const auto& w : a.warnings) s.message("lola: warning: " + w);
+}
+
+inline adapter load(const std::string& path, const streams& s) {
+  adapter a = io::load_adapter<double>(path);
+  report_warnings(a, s);
+  return a;
+}
+
+inline bool is_directory(const std::string& path) { return io::detail::path_is_directory(path); }
+
+/// Saves in the form of `like` (a directory for a directory input, a file for a file).
+inline void save(const adapter& a, const std::string& like, const std::string& out) {
+  io::save_adapter(a, out, is_directory(like) ? io::save_form::directory : io::save_form::file);
+}
+
+inline std::string fmt(double v, const char* format_string = "%.4g") {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, format_string, v);
+  return buffer;
+}
+
+// ---------------------------------------------------------------- inspect
+struct inspect_options {
+  std::string path;
+  std::string top = "4";
+  bool json = false;
+};
+
+/// The last `width` bytes of an escaped (valid UTF-8) name, after "...", cut at a character
+/// boundary.
+inline std::string fit(const std::string& name, std::size_t width) {
+  if (name.size() <= width) return name;
+  std::size_t from = name.size() - (width - 3);
+  while (from < name.size() && (static_cast<unsigned char>(name[from]) & 0xC0) == 0x80) ++from;
+  return "..." + name.substr(from);
+}
+
+inline int inspect(const inspect_options& o, streams& s) {
+  const auto top = integer_value("--top", o.top, 0);
+  const adapter a = load(o.path, s);
+
+  std::vector<Eigen::VectorXd> sigma(a.modules.size());
+  for_each_module(o.path, module_names(a), "inspect", s.err(), [&](std::size_t i) {
+    const auto& m = a.modules[i];
+    sigma[i] = lola::singular_values(m.delta(), m.rank());  // all r, zero-padded
+  });
+
+  if (o.json) {
+    io::json_value modules = io::json_value::array();
+    for (std::size_t i = 0; i < a.modules.size(); ++i) {
+      const auto& m = a.modules[i];
+      io::json_value entry = io::json_value::object();
+      entry.set("name", m.name);
+      entry.set("out_features", static_cast<long long>(m.rows()));
+      entry.set("in_features", static_cast<long long>(m.cols()));
+      entry.set("rank", static_cast<long long>(m.rank()));
+      entry.set("scaling", m.scale);
+      entry.set("fro_norm", lola::spectral_summary_from(sigma[i]).frobenius);  // scaled: no overflow
+      io::json_value values = io::json_value::array();
+      for (lola::index j = 0; j < sigma[i].size(); ++j) values.push_back(sigma[i](j));
+      entry.set("singular_values", std::move(values));
+      modules.push_back(std::move(entry));
+    }
+    io::json_value passthrough = io::json_value::array();
+    for (const auto& t : a.passthrough) passthrough.push_back(t.name);
+    io::json_value out = io::json_value::object();
+    out.set("path", o.path);
+    out.set("format", io::to_string(a.format));
+    out.set("modules", std::move(modules));
+    out.set("passthrough", std::move(passthrough));
+    s.print(out.dump() + "\n");
+    return 0;
+  }
+
+  std::vector<std::string> names;
+  std::size_t width = 6;
+  for (const auto& m : a.modules) {
+    names.push_back(shown(m.name));
+    width = std::max(width, names.back().size());
+  }
+  width = std::min<std::size_t>(width, 72);
+  const int w = static_cast<int>(width);
+  s.print(format("%s: %s adapter, %zu modules, %zu passthrough tensors\n", shown(o.path).c_str(),
+                 io::to_string(a.format), a.modules.size(), a.passthrough.size()));
+  s.print(format("%-*s  %-13s %5s %9s %10s %10s %8s  %s\n", w, "module", "d x k", "rank", "scale", "||dW||_F",
+                 "sigma_1", "eff.rank", "top singular values"));
+  double total = 0;  // ‖ΔW‖_F over all modules, accumulated by hypot (no overflow)
+  long long parameters = 0;
+  for (std::size_t i = 0; i < a.modules.size(); ++i) {
+    const auto& m = a.modules[i];
+    const auto summary = lola::spectral_summary_from(sigma[i]);
+    total = std::hypot(total, summary.frobenius);
+    parameters += static_cast<long long>(m.rank()) * (m.rows() + m.cols());
+    std::string top_values;
+    for (lola::index j = 0; j < std::min<lola::index>(top, sigma[i].size()); ++j)
+      top_values += (j ? " " : "") + fmt(sigma[i](j), "%.3e");
+    s.print(format("%-*s  %-13s %5ld %9s %10s %10s %8s  %s\n", w, fit(names[i], width).c_str(),
+                   (std::to_string(m.rows()) + "x" + std::to_string(m.cols())).c_str(),
+                   static_cast<long>(m.rank()), fmt(m.scale).c_str(), fmt(summary.frobenius, "%.4e").c_str(),
+                   fmt(summary.spectral, "%.4e").c_str(), fmt(summary.effective_rank, "%.2f").c_str(),
+                   top_values.c_str()));
+  }
+  s.print(format("total: %zu modules, %lld factor parameters, ||dW||_F over all modules %.4e\n",
+                 a.modules.size(), parameters, total));
+  return 0;
+}
+
+// ---------------------------------------------------------------- canonicalize
+struct canonicalize_options {
+  std::string path, output;
+  std::string form = "balanced";
+};
+
+inline int canonicalize(const canonicalize_options& o, streams& s) {
+  check_output_is_not_an_input(o.output, is_directory(o.path), {{o.path, input_role::replaced, "PATH"}});
+  const auto form = o.form == "left" ? lola::canonical_form::left : lola::canonical_form::balanced;
+  adapter a = load(o.path, s);
+  std::atomic<int> degenerate{0};
+  for_each_module(o.path, module_names(a), "canonicalize", s.err(), [&](std::size_t i) {
+    auto& m = a.modules[i];
+    auto c = lola::canonicalize(m.delta(), form);
+    degenerate += c.degenerate;
+    m.set_factors(c.factors.B(), c.factors.A(), m.scale);
+  });
+  save(a, o.path, o.output);
+  std::string line = format("canonicalized %zu modules (%s form) into %s", a.modules.size(), o.form.c_str(),
+                            shown(o.output).c_str());
+  if (degenerate > 0)
+    line += format("; %d with repeated singular values (a rotation of those pairs is left free)", degenerate.load());
+  s.print(line + "\n");
+  return 0;
+}
+
+// ---------------------------------------------------------------- resize
+struct resize_options {
+  std::string path, output;
+  std::optional<std::string> rank, sv_fro, sv_ratio, sv_cumulative;
+};
+
+inline int resize(const resize_options& o, streams& s) {
+  std::vector<lola::rank_rule> rules;
+  auto fraction = [&](const char* option, const std::string& text) {
+    const double f = real_value(option, text);
+    if (!(f > 0 && f <= 1)) throw usage_error(std::string(option) + " must be in (0, 1], got " + text);
+    return f;
+  };
+  if (o.rank) rules.push_back(lola::rank_rule::fixed(integer_value("--rank", *o.rank, 1)));
+  if (o.sv_fro) rules.push_back(lola::rank_rule::sv_fro(fraction("--sv-fro", *o.sv_fro)));
+  if (o.sv_cumulative) rules.push_back(lola::rank_rule::sv_cumulative(fraction("--sv-cumulative", *o.sv_cumulative)));
+  if (o.sv_ratio) {
+    const double x = real_value("--sv-ratio", *o.sv_ratio);
+    if (!(x >= 1)) throw usage_error("--sv-ratio must be >= 1, got " + *o.sv_ratio);
+    rules.push_back(lola::rank_rule::sv_ratio(x));
+  }
+  if (rules.size() != 1) throw usage_error("give exactly one of --rank, --sv-fro, --sv-ratio, --sv-cumulative");
+  check_output_is_not_an_input(o.output, is_directory(o.path), {{o.path, input_role::replaced, "PATH"}});
+  adapter a = load(o.path, s);
+  std::vector<lola::index> old_rank(a.modules.size());
+  std::vector<double> retained(a.modules.size());
+  for_each_module(o.path, module_names(a), "resize", s.err(), [&](std::size_t i) {
+    auto& m = a.modules[i];
+    old_rank[i] = m.rank();
+    auto r = lola::resize(m.delta(), rules[0]);
+    retained[i] = r.retained_fro_fraction;
+    m.set_factors(r.factors.B(), r.factors.A(), m.scale);
+  });
+  save(a, o.path, o.output);
+  std::string text;
+  for (std::size_t i = 0; i < a.modules.size(); ++i)
+    text += format("%s: rank %ld -> %ld, retained Frobenius fraction %.6f\n", shown(a.modules[i].name).c_str(),
+                   static_cast<long>(old_rank[i]), static_cast<long>(a.modules[i].rank()), retained[i]);
+  text += format("resized %zu modules into %s\n", a.modules.size(), shown(o.output).c_str());
+  s.print(text);
+  return 0;
+}
+
+// ---------------------------------------------------------------- merge
+struct merge_options {
+  std::vector<std::string> paths;
+  std::string output;
+  std::optional<std::string> weights, rank;
+};
+
+inline int merge(const merge_options& o, streams& s) {
+  const auto& paths = o.paths;
+  std::vector<double> weights(paths.size(), 1.0);
+  if (o.weights) {
+    std::string why;
+    const auto parsed = parse_reals(*o.weights, why);
+    if (!parsed) throw usage_error("--weights " + why + ", got \"" + *o.weights + "\"");
+    weights = *parsed;
+    if (weights.size() != paths.size())
+      throw usage_error(std::to_string(paths.size()) + " adapters but " + std::to_string(weights.size()) +
+                        " --weights");
+  }
+  const std::int64_t rank = o.rank ? integer_value("--rank", *o.rank, 1) : -1;
+  std::vector<input_file> inputs;
+  for (const auto& p : paths) inputs.push_back({p, input_role::replaced, "PATH"});
+  check_output_is_not_an_input(o.output, is_directory(paths[0]), inputs);
+
+  std::vector<adapter> adapters;
+  {
+    progress loading("load", paths.size(), s.err());
+    for (const auto& p : paths) {
+      adapters.push_back(load(p, s));
+      loading.tick();
+    }
+  }
+  for (std::size_t i = 1; i < adapters.size(); ++i)
+    if (adapters[i].format != adapters[0].format)
+      throw lola::error(lola::error_code::unsupported,
+                        paths[i] + " is a " + io::to_string(adapters[i].format) + " adapter but " + paths[0] +
+                            " is " + io::to_string(adapters[0].format) +
+                            "; module names of different dialects do not match");
+
+  // Every module name, in the first adapter's order, then new names in later adapters' order.
+  struct part {
+    std::size_t adapter;
+    const module* m;
+  };
+  std::vector<std::string> names;
+  std::map<std::string, std::vector<part>> parts;
+  for (std::size_t i = 0; i < adapters.size(); ++i)
+    for (const auto& m : adapters[i].modules) {
+      auto& list = parts[m.name];
+      if (list.empty()) names.push_back(m.name);
+      list.push_back({i, &m});
+    }
+
+  adapter result;
+  result.format = adapters[0].format;
+  result.metadata = adapters[0].metadata;
+  result.config = adapters[0].config;
+  result.passthrough = adapters[0].passthrough;
+  for (std::size_t i = 1; i < adapters.size(); ++i)
+    if (!adapters[i].passthrough.empty())
+      s.message(format("lola: warning: %zu passthrough tensors of ", adapters[i].passthrough.size()) + paths[i] +
+                " are not carried into the merge (the first adapter's are)");
+  result.modules.resize(names.size());
+  std::vector<double> retained(names.size(), 1.0);
+  progress p("merge", names.size(), s.err());
+  lola::parallel_for(static_cast<lola::index>(names.size()), [&](lola::index index) {
+    const std::size_t n = static_cast<std::size_t>(index);
+    const std::string where = "merge: module \"" + names[n] + "\"";
+    const auto& list = parts.at(names[n]);
+    const part& first = list.front();
+    const module& m0 = *first.m;
+    auto describe = [](const module& m) {
+      return std::to_string(m.rows()) + "x" + std::to_string(m.cols()) + " " + io::to_string(m.kind);
+    };
+    std::vector<decltype(m0.delta())> deltas;
+    std::vector<double> w;
+    lola::index max_rank = 0;
+    for (const auto& [i, m] : list) {
+      if (m->rows() != m0.rows() || m->cols() != m0.cols() || m->kind != m0.kind)
+        throw lola::error(lola::error_code::shape_mismatch,
+                          where + " is " + describe(m0) + " in " + paths[first.adapter] + " but " + describe(*m) +
+                              " in " + paths[i]);
+      if (!m->extras.empty())
+        throw lola::error(lola::error_code::unsupported,
+                          where + " carries " + m->extras.front().name + " in " + paths[i] +
+                              " (DoRA magnitude or LoRA bias), which a weighted sum of dW does not define");
+      deltas.push_back(m->delta());
+      w.push_back(weights[i]);
+      max_rank = std::max(max_rank, m->rank());
+    }
+    const lola::index k = rank > 0 ? static_cast<lola::index>(rank) : max_rank;
+    try {
+      auto sum = lola::combine(deltas, w, lola::combination::weighted_sum);
+      module merged = m0;
+      merged.extras.clear();
+      if (sum.rank() <= k) {
+        merged.set_factors(sum.B(), sum.A(), 1.0);
+      } else {
+        auto r = lola::resize(sum, lola::rank_rule::fixed(k));
+        retained[n] = r.retained_fro_fraction;
+        merged.set_factors(r.factors.B(), r.factors.A(), 1.0);
+      }
+      result.modules[n] = std::move(merged);
+    } catch (const lola::error& e) {
+      throw lola::error(e.code(), where + ": " + message_of(e));
+    }
+    p.tick();
+  });
+  save(result, paths[0], o.output);
+  std::string text;
+  for (std::size_t n = 0; n < names.size(); ++n)
+    text += format("%s: %zu of %zu adapters, rank %ld, retained Frobenius fraction %.6f\n", shown(names[n]).c_str(),
+                   parts.at(names[n]).size(), adapters.size(), static_cast<long>(result.modules[n].rank()),
+                   retained[n]);
+  text += format("merged %zu adapters (%zu modules) into %s\n", adapters.size(), names.size(), shown(o.output).c_str());
+  s.print(text);
+  return 0;
+}
+
+// ---------------------------------------------------------------- align
+struct align_options {
+  std::string path, templ, output;
+};
+
+inline int align(const align_options& o, streams& s) {
+  check_output_is_not_an_input(o.output, is_directory(o.path),
+                               {{o.path, input_role::replaced, "PATH"}, {o.templ, input_role::read, "--template"}});
+  const adapter templ = load(o.templ, s);
+  adapter a = load(o.path, s);
+  std::vector<double> uniqueness(a.modules.size());
+  for_each_module(o.path, module_names(a), "align", s.err(), [&](std::size_t i) {
+    auto& m = a.modules[i];
+    const module* t = templ.find(m.name);
+    if (!t) throw lola::error(lola::error_code::invalid_argument, "has no counterpart in the template " + o.templ);
+    if (t->rows() != m.rows() || t->cols() != m.cols() || t->rank() != m.rank())
+      throw lola::error(lola::error_code::shape_mismatch,
+                        "is " + std::to_string(m.rows()) + "x" + std::to_string(m.cols()) + " of rank " +
+                            std::to_string(m.rank()) + " but the template's (" + o.templ + ") is " +
+                            std::to_string(t->rows()) + "x" + std::to_string(t->cols()) + " of rank " +
+                            std::to_string(t->rank()));
+    auto r = lola::o_align(m.delta(), t->delta());
+    uniqueness[i] = r.min_singular_value;
+    m.set_factors(r.aligned.B(), r.aligned.A(), m.scale);
+  });
+  save(a, o.path, o.output);
+  const double worst = uniqueness.empty() ? 1 : *std::min_element(uniqueness.begin(), uniqueness.end());
+  s.print(format("aligned %zu modules to %s into %s; smallest sigma_r/sigma_1 of the Procrustes "
+                 "matrices %.3e (Q is unique when > 0)\n",
+                 a.modules.size(), shown(o.templ).c_str(), shown(o.output).c_str(), worst));
+  return 0;
+}
+
+// ---------------------------------------------------------------- many adapters
+/// How messages name adapter i of a run over many: its index among all the adapters the PATHs
+/// stand for (not within a chunk), and its path.
+inline std::string adapter_label(std::size_t i, const std::string& path) {
+  return "adapter " + std::to_string(i) + " (" + path + ")";
+}
+
+/// Adapters loaded from some of the run's paths, with their indices in the run.
+struct loaded_adapters {
+  std::vector<adapter> adapters;
+  std::vector<std::size_t> index;
+};
+
+/// Loads paths[i] for every i in `which`, in parallel, with progress. A failure is a lola::error
+/// naming the adapter's index in the run and its path; with skip_bad the adapter is left out,
+/// reported on stderr and added to `skipped` instead.
+inline loaded_adapters load_adapters(const std::vector<std::string>& paths, const std::vector<std::size_t>& which,
+                                     bool skip_bad, std::vector<skipped_adapter>& skipped, const streams& s,
+                                     progress& p) {
+  std::vector<adapter> out(which.size());
+  std::vector<std::optional<std::string>> failure(which.size());
+  lola::parallel_for(static_cast<lola::index>(which.size()), [&](lola::index k) {
+    const std::size_t item = static_cast<std::size_t>(k), i = which[item];
+    try {
+      out[item] = io::load_adapter<double>(paths[i]);
+    } catch (const lola::error& e) {
+      if (!skip_bad) throw lola::error(e.code(), adapter_label(i, paths[i]) + ": " + message_of(e));
+      failure[item] = message_of(e);
+    }
+    p.tick();
+  });
+  loaded_adapters result;
+  for (std::size_t item = 0; item < which.size(); ++item) {
+    const std::size_t i = which[item];
+    if (failure[item]) {
+      s.message("lola: warning: skipped " + adapter_label(i, paths[i]) + ": " + *failure[item]);
+      skipped.push_back({paths[i], *failure[item]});
+      continue;
+    }
+    report_warnings(out[item], s);
+    result.adapters.push_back(std::move(out[item]));
+    result.index.push_back(i);
+  }
+  return result;
+}
+
+/// Adapters are loaded, processed and released this many at a time, so memory does not grow with
+/// the number of PATHs.
+constexpr std::size_t adapters_per_chunk = 64;
+
+/// The adapters PATHs stand for; folder entries found bad are reported on stderr when skipped.
+inline adapter_paths expand(const std::vector<std::string>& paths, bool skip_bad, const streams& s) {
+  adapter_paths found = expand_adapter_paths(paths, skip_bad);
+  for (const auto& k : found.skipped) s.message("lola: warning: skipped " + k.path + ": " + k.reason);
+  return found;
+}
+
+inline io::json_value skipped_json(const std::vector<skipped_adapter>& skipped) {
+  io::json_value list = io::json_value::array();
+  for (const auto& k : skipped) {
+    io::json_value entry = io::json_value::array();
+    entry.push_back(k.path);
+    entry.push_back(k.reason);
+    list.push_back(std::move(entry));
+  }
+  return list;
+}
+
+// ---------------------------------------------------------------- glnet
+struct glnet_options {
+  std::string weights;
+  std::vector<std::string> paths;
+  bool json = false, scaled = false, skip_bad = false;
+  std::optional<std::string> dropout;
+};
+
+inline int glnet(const glnet_options& o, streams& s) {
+  lola::nn::gl_net_options options;
+  options.fold_scale = o.scaled;
+  if (o.dropout) {
+    options.dropout = real_value("--dropout", *o.dropout);
+    if (!(options.dropout >= 0 && options.dropout < 1))
+      throw usage_error("--dropout must be in [0, 1), got " + *o.dropout);
+  }
+  const auto weights = lola::nn::load_gl_net<double>(o.weights);
+  for (const auto& key : weights.ignored_keys)
+    s.message("lola: note: " + o.weights + ": \"" + key + "\" is saved by the reference but unused by its forward pass");
+  const auto& net = weights.net;
+  adapter_paths found = expand(o.paths, o.skip_bad, s);
+  const std::vector<std::string>& paths = found.paths;
+
+  // Printed only when every adapter has run, so a failure leaves nothing on stdout.
+  io::json_value outputs = io::json_value::array();
+  std::string text;
+  std::size_t ran = 0;
+  progress p("glnet", paths.size(), s.err());
+  for (std::size_t first = 0; first < paths.size(); first += adapters_per_chunk) {
+    std::vector<std::size_t> which;
+    for (std::size_t i = first; i < std::min(first + adapters_per_chunk, paths.size()); ++i) which.push_back(i);
+    const loaded_adapters chunk = load_adapters(paths, which, o.skip_bad, found.skipped, s, p);
+    std::vector<const adapter*> batch;
+    std::vector<std::string> names;
+    for (std::size_t k = 0; k < chunk.adapters.size(); ++k) {
+      batch.push_back(&chunk.adapters[k]);
+      names.push_back(adapter_label(chunk.index[k], paths[chunk.index[k]]));
+    }
+    if (batch.empty()) continue;
+    const lola::nn::matrix<double> y = net.forward(batch, options, names);
+    for (std::size_t k = 0; k < batch.size(); ++k) {
+      const auto row = y.row(static_cast<lola::index>(k));
+      const std::string& path = paths[chunk.index[k]];
+      if (o.json) {
+        io::json_value values = io::json_value::array();
+        for (lola::index j = 0; j < row.size(); ++j) values.push_back(row(j));
+        io::json_value entry = io::json_value::object();
+        entry.set("path", path);
+        entry.set("output", std::move(values));
+        outputs.push_back(std::move(entry));
+      } else {
+        text += shown(path) + ":";
+        for (lola::index j = 0; j < row.size(); ++j) text += " " + fmt(row(j), "%.9g");
+        text += "\n";
+      }
+    }
+    ran += batch.size();
+  }
+  if (ran == 0)
+    throw lola::error(lola::error_code::invalid_argument,
+                      "glnet: every adapter was skipped (" + std::to_string(found.skipped.size()) + "); nothing to run");
+  if (o.json) {
+    io::json_value out = io::json_value::object();
+    out.set("outputs", std::move(outputs));
+    if (o.skip_bad) out.set("skipped", skipped_json(found.skipped));
+    s.print(out.dump() + "\n");
+  } else {
+    s.print(text);
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- features
+struct features_options {
+  std::vector<std::string> paths;
+  std::string output, kind;
+  std::optional<std::string> rank, templ;
+  bool scaled = false, skip_bad = false;
+};
+
+inline int features(const features_options& o, streams& s) {
+  const auto kind = lola::parse_feature_kind(o.kind);
+  if (!kind) throw usage_error("--kind must be raw, svd, dense, align or canonical, got \"" + o.kind + "\"");
+  if (o.templ.has_value() != (*kind == lola::feature_kind::align))
+    throw usage_error(*kind == lola::feature_kind::align ? "--kind align needs --template T"
+                                                         : "--template is for --kind align only");
+  if (o.rank && *kind != lola::feature_kind::svd) throw usage_error("--rank is for --kind svd only");
+  lola::featurize_options<double> options;
+  options.kind = *kind;
+  options.fold_scale = o.scaled;
+  if (o.rank) options.rank = static_cast<lola::index>(integer_value("--rank", *o.rank, 1, svd_length_max));
+  adapter_paths found = expand(o.paths, o.skip_bad, s);
+  const std::vector<std::string>& paths = found.paths;
+  {
+    std::vector<input_file> inputs;
+    for (const auto& p : paths) inputs.push_back({p, input_role::read, "PATH"});
+    if (o.templ) inputs.push_back({*o.templ, input_role::read, "--template"});
+    check_output_is_not_an_input(o.output, false, inputs);
+  }
+  adapter templ;
+  if (o.templ) {
+    templ = load(*o.templ, s);
+    options.templ = &templ;
+  }
+
+  // The first adapter that loads fixes the layout (module order, svd lengths); every chunk is
+  // featurized after it, so that every other adapter is checked against it.
+  progress p("features", paths.size(), s.err());
+  std::size_t first_index = 0;
+  adapter first;
+  for (;; ++first_index) {
+    if (first_index == paths.size())
+      throw lola::error(lola::error_code::invalid_argument,
+                        "features: every adapter was skipped (" + std::to_string(found.skipped.size()) +
+                            "); nothing to featurize");
+    loaded_adapters one = load_adapters(paths, {first_index}, o.skip_bad, found.skipped, s, p);
+    if (!one.adapters.empty()) {
+      first = std::move(one.adapters.front());
+      break;
+    }
+  }
+  // featurize names adapter k of a batch by options.indices[k], its index in the whole run.
+  options.labels = {paths[first_index]};
+  options.indices = {first_index};
+  const std::vector<lola::feature_block> layout = lola::feature_layout(first, options);
+  const std::uint64_t F = layout.empty() ? 0 : static_cast<std::uint64_t>(layout.back().offset + layout.back().size);
+  const std::uint64_t N = paths.size() - first_index, max_elements = std::uint64_t(1) << 30;
+  if (F > 0 && N > max_elements / F)
+    throw lola::error(lola::error_code::invalid_argument,
+                      std::to_string(N) + " adapters x " + std::to_string(F) + " " + lola::to_string(*kind) +
+                          " features exceed the limit of " + std::to_string(max_elements) +
+                          " values (4 GiB of float32); use fewer adapters per file");
+  Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> table(static_cast<lola::index>(N),
+                                                                              static_cast<lola::index>(F));
+  std::vector<std::string> row_paths;  // the path of each row written
+  const std::size_t rest = first_index + 1;
+  for (std::size_t start = rest; start == rest || start < paths.size(); start += adapters_per_chunk) {
+    std::vector<std::size_t> which;
+    for (std::size_t i = start; i < std::min(start + adapters_per_chunk, paths.size()); ++i) which.push_back(i);
+    const loaded_adapters chunk = load_adapters(paths, which, o.skip_bad, found.skipped, s, p);
+    std::vector<const adapter*> batch{&first};
+    options.indices = {first_index};
+    options.labels = {paths[first_index]};
+    for (std::size_t k = 0; k < chunk.adapters.size(); ++k) {
+      batch.push_back(&chunk.adapters[k]);
+      options.indices.push_back(chunk.index[k]);
+      options.labels.push_back(paths[chunk.index[k]]);
+    }
+    const lola::feature_matrix<double> rows = lola::featurize(batch, options);
+    // The first adapter's row is kept from the first chunk only.
+    const std::size_t from = start == rest ? 0 : 1;
+    const auto count = static_cast<lola::index>(batch.size() - from);
+    // The table is float32: a feature beyond its range is an error naming the adapter, never inf.
+    for (lola::index k = rows.rows() - count; k < rows.rows(); ++k)
+      if (rows.cols() > 0 && !(rows.row(k).cwiseAbs().maxCoeff() <= std::numeric_limits<float>::max()))
+        throw lola::error(lola::error_code::numerical,
+                          adapter_label(options.indices[static_cast<std::size_t>(k)],
+                                        paths[options.indices[static_cast<std::size_t>(k)]]) +
+                              ": a feature exceeds the float32 range of the table");
+    table.middleRows(static_cast<lola::index>(row_paths.size()), count) =
+        rows.bottomRows(count).template cast<float>();
+    for (std::size_t k = from; k < batch.size(); ++k) row_paths.push_back(paths[options.indices[k]]);
+  }
+
+  const std::uint64_t n = row_paths.size();
+  io::json_value path_list = io::json_value::array(), modules = io::json_value::array();
+  for (const auto& path : row_paths) path_list.push_back(path);
+  for (const auto& b : layout) {
+    io::json_value entry = io::json_value::array();
+    entry.push_back(b.name);
+    entry.push_back(static_cast<long long>(b.offset));
+    entry.push_back(static_cast<long long>(b.size));
+    modules.push_back(std::move(entry));
+  }
+  io::metadata_map metadata = {{"kind", lola::to_string(*kind)}, {"paths", path_list.dump()},
+                               {"modules", modules.dump()}, {"scaled", o.scaled ? "true" : "false"}};
+  if (o.templ) metadata.emplace_back("template", *o.templ);
+  if (o.skip_bad) metadata.emplace_back("skipped", skipped_json(found.skipped).dump());
+  io::write_safetensors(
+      o.output, {io::tensor::from_matrix("features", io::dtype::F32, {n, F}, table.topRows(static_cast<lola::index>(n)))},
+      metadata);
+  s.print(format("wrote %llu x %llu %s features of %zu adapters (%zu modules) to %s", static_cast<unsigned long long>(n),
+                 static_cast<unsigned long long>(F), lola::to_string(*kind), row_paths.size(), layout.size(),
+                 shown(o.output).c_str()) +
+          (found.skipped.empty() ? "" : format("; %zu skipped", found.skipped.size())) + "\n");
+  return 0;
+}
+
+}  // namespace lola_cli
