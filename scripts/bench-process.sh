@@ -84,7 +84,7 @@ done
   echo
   echo "Written by \`scripts/bench-process.sh\` on $(date -u +%Y-%m-%d) (UTC). Do not edit by hand."
   echo
-  echo "Machine: $(nproc) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'); OMP_NUM_THREADS=$OMP_NUM_THREADS."
+  echo "Machine: $(nproc --all) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'); OMP_NUM_THREADS=$OMP_NUM_THREADS."
   echo "Each time is the median of $runs runs of the \`lola\` process on files in the page cache."
   echo "Floor: reading the input files once (\`cat\` to /dev/null) plus, for commands that write, writing"
   echo "the output's bytes once (\`cat\` into a new file), measured the same way in the same run."
