@@ -14,7 +14,7 @@ seconds=${LOLA_FUZZ_SECONDS:-60}
 # Absolute: fuzz_cli runs the tool with the working directory in its sandbox.
 out=$PWD/build/fuzz
 mkdir -p "$out"
-flags=(-std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iinclude -Itools/lola -I/usr/include/eigen3)
+flags=(-std=c++17 -O1 -gline-tables-only -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iinclude -Itools/lola -I/usr/include/eigen3)
 
 # libFuzzer's runtime ships separately from clang on Debian (libclang-rt-<major>-dev).
 probe() {

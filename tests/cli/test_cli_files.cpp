@@ -21,14 +21,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <map>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include <Eigen/Core>
 
 #include "lola/io/load.hpp"
+#include "support/file_tree.hpp"
+#include "support/peft_adapter.hpp"
 #include "support/run_cli.hpp"
 
 namespace io = lola::io;
@@ -37,6 +37,10 @@ namespace fs = std::filesystem;
 namespace {
 
 using namespace lola_test::cli;
+using lola_test::bytes_of;
+using lola_test::peft_config_text;
+using lola_test::random_peft_tensors;
+using lola_test::tree;
 
 /// Runs `lola args…` after the shell commands `setup`, under a 120 s kill timeout.
 run_result run_lola_after(const temp_dir& t, const std::string& setup, const std::vector<std::string>& args) {
@@ -60,55 +64,10 @@ run_result run_lola_after(const temp_dir& t, const std::string& setup, const std
 
 run_result run(const temp_dir& t, const std::vector<std::string>& args) { return run_lola_after(t, "", args); }
 
-std::string bytes_of(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-/// Every entry under root, by relative path: its kind, mode and bytes or link target.
-std::map<std::string, std::string> tree(const std::string& root) {
-  std::map<std::string, std::string> out;
-  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it) {
-    const std::string p = it->path().string();
-    struct stat st {};
-    REQUIRE(::lstat(p.c_str(), &st) == 0);
-    const std::string rel = p.substr(root.size()), mode = std::to_string(st.st_mode & 07777);
-    if (S_ISLNK(st.st_mode))
-      out[rel] = "link " + fs::read_symlink(p).string();
-    else if (S_ISDIR(st.st_mode))
-      out[rel] = "dir " + mode;
-    else if (S_ISREG(st.st_mode))
-      out[rel] = "file " + mode + " " + bytes_of(p);
-    else
-      out[rel] = "special";
-  }
-  return out;
-}
-
-/// `modules` PEFT modules d×k of rank 4 in F32, plus the given passthrough tensors.
-std::vector<io::tensor> peft_tensors(int modules, int d, int k, unsigned seed,
-                                     std::vector<io::tensor> passthrough = {}) {
-  std::srand(seed);
-  std::vector<io::tensor> out = std::move(passthrough);
-  for (int m = 0; m < modules; ++m) {
-    const std::string name = "base_model.model.model.layers." + std::to_string(m) + ".self_attn.q_proj";
-    const Eigen::MatrixXf A = Eigen::MatrixXf::Random(4, k), B = Eigen::MatrixXf::Random(d, 4);
-    out.push_back(io::tensor::from_matrix(name + ".lora_A.weight", io::dtype::F32, {4, std::uint64_t(k)}, A));
-    out.push_back(io::tensor::from_matrix(name + ".lora_B.weight", io::dtype::F32, {std::uint64_t(d), 4}, B));
-  }
-  return out;
-}
-
-const std::string config_text = R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]})" "\n";
-
-/// A PEFT directory: 8 modules 64×96 (about 20 KB of weights), its config and a README.
+/// A PEFT folder t/name: 8 modules 64×96 (about 20 KB of weights), its config and a README.
 std::string write_peft_dir(const temp_dir& t, const std::string& name) {
   const std::string dir = t / name;
-  fs::create_directories(dir);
-  io::write_safetensors(dir + "/adapter_model.safetensors", peft_tensors(8, 64, 96, 11));
-  io::write_file_atomic(dir + "/adapter_config.json", config_text);
+  lola_test::write_peft_dir(dir, 8, 64, 96, 11);
   io::write_file_atomic(dir + "/README.md", std::string("# an adapter\n"));
   return dir;
 }
@@ -187,10 +146,10 @@ TEST_SUITE("cli.files") {
     const auto image = [](float value) {
       std::vector<std::byte> data(std::size_t(64) << 20);
       for (std::size_t i = 0; i < data.size(); i += 4) std::memcpy(data.data() + i, &value, 4);
-      return io::serialize_safetensors(
-          peft_tensors(2, 16, 24, 3, {io::tensor{"base_model.model.lm_head.weight", io::dtype::F32,
-                                                 {std::uint64_t(16) << 20}, std::move(data)}}),
-          {{"format", "pt"}});
+      auto tensors = random_peft_tensors(2, 16, 24, 4, 3);
+      tensors.push_back(io::tensor{"base_model.model.lm_head.weight", io::dtype::F32, {std::uint64_t(16) << 20},
+                                   std::move(data)});
+      return io::serialize_safetensors(tensors, {{"format", "pt"}});
     };
     const std::vector<std::vector<std::byte>> images{image(1.0f), image(2.0f)};
     io::write_file_atomic(path, images[0].data(), images[0].size());
@@ -246,8 +205,8 @@ TEST_SUITE("cli.files") {
     const std::string in_dir = write_peft_dir(t, "in");
     const std::string in_file = t / "in_file/a.safetensors";
     fs::create_directory(t / "in_file");
-    io::write_safetensors(in_file, peft_tensors(8, 64, 96, 5));
-    io::write_file_atomic(t / "in_file/adapter_config.json", config_text);
+    io::write_safetensors(in_file, random_peft_tensors(8, 64, 96, 4, 5));
+    io::write_file_atomic(t / "in_file/adapter_config.json", peft_config_text);
     const std::string out_dir = t / "out", out_file = t / "in_file/out.safetensors";
     const long first = next_pid();
     int planted = 0;
@@ -272,8 +231,8 @@ TEST_SUITE("cli.files") {
     io::write_file_atomic(dir + "/checkpoint-10/trainer_state.json", std::string("{}"));
     const std::string file = t / "single/a.safetensors";
     fs::create_directory(t / "single");
-    io::write_safetensors(file, peft_tensors(8, 64, 96, 9));
-    io::write_file_atomic(t / "single/adapter_config.json", config_text);
+    io::write_safetensors(file, random_peft_tensors(8, 64, 96, 4, 9));
+    io::write_file_atomic(t / "single/adapter_config.json", peft_config_text);
     // 16 blocks of 512 bytes (dash's unit; 1024 in bash): 8-16 KiB, under the 20 KB of weights.
     const std::string full_disk = "ulimit -f 16; trap '' XFSZ;";
     const auto inputs = [&] { return std::make_pair(tree(dir), tree(t / "single")); };

@@ -29,6 +29,7 @@
 #include "lola/nn/gl_net_weights.hpp"
 #pragma GCC diagnostic pop
 
+#include "support/adapter_module.hpp"
 #include "support/run_cli.hpp"
 #include "support/test_support.hpp"
 
@@ -52,17 +53,10 @@ constexpr Eigen::Index d_a = 12, k_a = 10, d_ab = 9, k_ab = 14;
 loaded make_adapter(std::mt19937_64& rng, Eigen::Index r, double alpha, io::dtype t = io::dtype::F64) {
   loaded a;
   a.format = io::adapter_format::peft;
-  for (const auto& [name, d, k] : {std::tuple{name_a, d_a, k_a}, std::tuple{name_ab, d_ab, k_ab}}) {
-    io::adapter_module<double> m;
-    m.name = name;
-    m.B = lola_test::gaussian<double>(d, r, rng);
-    m.A = lola_test::gaussian<double>(r, k, rng);
-    m.scale = alpha / static_cast<double>(r);
-    m.B_dtype = m.A_dtype = t;
-    m.B_shape = {std::uint64_t(d), std::uint64_t(r)};
-    m.A_shape = {std::uint64_t(r), std::uint64_t(k)};
-    a.modules.push_back(std::move(m));
-  }
+  for (const auto& [name, d, k] : {std::tuple{name_a, d_a, k_a}, std::tuple{name_ab, d_ab, k_ab}})
+    a.modules.push_back(lola_test::make_module<double>(name, lola_test::gaussian<double>(d, r, rng),
+                                                       lola_test::gaussian<double>(r, k, rng),
+                                                       alpha / static_cast<double>(r), t));
   return a;
 }
 

@@ -34,6 +34,7 @@
 #include "lola/nn/gl_net_weights.hpp"
 #pragma GCC diagnostic pop
 
+#include "support/adapter_module.hpp"
 #include "support/run_cli.hpp"
 #include "support/test_support.hpp"
 
@@ -63,27 +64,11 @@ loaded make_adapter(io::adapter_format format, io::dtype t, std::mt19937_64& rng
   loaded a;
   a.format = format;
   const bool peft = format == io::adapter_format::peft;
-  for (const char* name : {peft ? peft_q : kohya_q, peft ? peft_v : kohya_v}) {
-    io::adapter_module<double> m;
-    m.name = name;
-    m.B = magnitude * lola_test::gaussian<double>(d, r, rng);
-    m.A = magnitude * lola_test::gaussian<double>(r, k, rng);
-    m.scale = alpha / static_cast<double>(r);
-    m.B_dtype = m.A_dtype = t;
-    m.B_shape = {std::uint64_t(d), std::uint64_t(r)};
-    m.A_shape = {std::uint64_t(r), std::uint64_t(k)};
-    a.modules.push_back(std::move(m));
-  }
+  for (const char* name : {peft ? peft_q : kohya_q, peft ? peft_v : kohya_v})
+    a.modules.push_back(lola_test::make_module<double>(name, magnitude * lola_test::gaussian<double>(d, r, rng),
+                                                       magnitude * lola_test::gaussian<double>(r, k, rng),
+                                                       alpha / static_cast<double>(r), t));
   return a;
-}
-
-/// t with flat element i set to v (the writer encodes NaN and inf as they are).
-io::tensor with_element(const io::tensor& t, std::size_t i, double v) {
-  const auto n = static_cast<Eigen::Index>(t.element_count());
-  Eigen::VectorXd x(n);
-  io::decode_elements(t.data.data(), t.dtype, static_cast<std::size_t>(n), x.data());
-  x(static_cast<Eigen::Index>(i)) = v;
-  return io::tensor::from_matrix(t.name, t.dtype, t.shape, x);
 }
 
 /// Rewrites the safetensors file at path with flat element i of tensor `key` set to v.
@@ -94,7 +79,7 @@ void plant(const std::string& path, const std::string& key, std::size_t i, doubl
   for (const auto& info : file->tensors()) {
     io::tensor t = io::tensor::copy_of(file.view(), info);
     if (info.name == key) {
-      t = with_element(t, i, v);
+      t = lola_test::with_element(t, i, v);
       found = true;
     }
     tensors.push_back(std::move(t));

@@ -14,6 +14,7 @@
 
 #include "lola/features/featurize.hpp"
 #include "lola/lola.hpp"
+#include "support/adapter_module.hpp"
 #include "support/errors.hpp"
 #include "support/test_support.hpp"
 
@@ -51,27 +52,14 @@ const module_spec& spec_of(const std::string& name) {
   return *std::find_if(specs.begin(), specs.end(), [&](const module_spec& s) { return s.name == name; });
 }
 
-template <class T>
-io::adapter_module<T> make_module(const std::string& name, const matrix<T>& B, const matrix<T>& A,
-                                  double scale = 1.0) {
-  io::adapter_module<T> m;
-  m.name = name;
-  m.B = B;
-  m.A = A;
-  m.scale = scale;
-  m.B_shape = {std::uint64_t(B.rows()), std::uint64_t(B.cols())};
-  m.A_shape = {std::uint64_t(A.rows()), std::uint64_t(A.cols())};
-  return m;
-}
-
 /// A PEFT adapter with Gaussian factors; extra_rank is added to every module's rank.
 template <class T>
 io::adapter<T> random_adapter(std::mt19937_64& rng, int extra_rank = 0) {
   io::adapter<T> a;
   a.format = io::adapter_format::peft;
   for (const auto& s : specs)
-    a.modules.push_back(make_module<T>(s.name, gaussian<T>(s.d, s.r + extra_rank, rng),
-                                       gaussian<T>(s.r + extra_rank, s.k, rng)));
+    a.modules.push_back(lola_test::make_module<T>(s.name, gaussian<T>(s.d, s.r + extra_rank, rng),
+                                                  gaussian<T>(s.r + extra_rank, s.k, rng)));
   return a;
 }
 
@@ -414,7 +402,8 @@ TEST_SUITE("features.featurize") {
     std::mt19937_64 rng(606);
     const io::adapter<T> a = random_adapter<T>(rng);
     io::adapter<T> templ = random_adapter<T>(rng);
-    templ.modules.push_back(make_module<T>("only.in.template", gaussian<T>(2, 1, rng), gaussian<T>(1, 2, rng)));
+    templ.modules.push_back(
+        lola_test::make_module<T>("only.in.template", gaussian<T>(2, 1, rng), gaussian<T>(1, 2, rng)));
     const auto at = offsets_of([](const module_spec& s) { return Eigen::Index(s.d + s.k) * s.r; });
     for (int trial = 0; trial < 3; ++trial) {
       const io::adapter<T> o = moved(a, [&](lola::index r) { return lola::random_orthogonal<T>(r, rng); }, true);
@@ -550,7 +539,8 @@ TEST_SUITE("features.featurize") {
       io::adapter<double> missing = good;
       missing.modules.erase(missing.modules.begin() + 1);  // "x"
       io::adapter<double> extra = good;
-      extra.modules.push_back(make_module<double>("z", gaussian<double>(2, 2, rng), gaussian<double>(2, 2, rng)));
+      extra.modules.push_back(
+          lola_test::make_module<double>("z", gaussian<double>(2, 2, rng), gaussian<double>(2, 2, rng)));
       io::adapter<double> twice = good;
       twice.modules.push_back(twice.modules[3]);  // "x-y"
       for (auto kind : all_kinds) {
@@ -652,7 +642,8 @@ TEST_SUITE("features.featurize") {
       // A batch cut from a longer run: the layout adapter (run index 7) first, then 64 and 66.
       io::adapter<double> missing = good, extra = good, twice = good, taller = good, bad = good;
       missing.modules.pop_back();  // lacks "x-y"
-      extra.modules.push_back(make_module<double>("z", gaussian<double>(2, 2, rng), gaussian<double>(2, 2, rng)));
+      extra.modules.push_back(
+          lola_test::make_module<double>("z", gaussian<double>(2, 2, rng), gaussian<double>(2, 2, rng)));
       twice.modules.push_back(twice.modules[3]);
       taller.modules[3].B = gaussian<double>(6, 2, rng);  // "x-y" 5x3 -> 6x3
       bad.modules[1].B(0, 0) = std::nan("");              // "x"

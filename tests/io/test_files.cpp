@@ -28,8 +28,6 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <map>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
@@ -40,60 +38,26 @@
 #include "lola/core/parallel.hpp"
 #include "lola/io/load.hpp"
 #include "support/errors.hpp"
+#include "support/file_tree.hpp"
+#include "support/peft_adapter.hpp"
 #include "support/temp_dir.hpp"
 
 namespace {
 
 namespace io = lola::io;
 namespace fs = std::filesystem;
+using lola_test::bytes_of;
 using lola_test::contains;
+using lola_test::peft_config_text;
+using lola_test::put_bytes;
+using lola_test::random_peft_tensors;
+using lola_test::temporaries_under;
 using lola_test::temp_dir;
 using lola_test::thrown_by;
+using lola_test::tree;
+using lola_test::write_peft_dir;
 
 // ------------------------------------------------------------------ helpers
-
-/// The bytes at path, read with iostreams (independent of the reader under test).
-std::string bytes_of(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void put(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(out.good());
-}
-
-/// Every entry under root, by relative path: "file <mode> <bytes>", "link <target>" or "dir <mode>".
-std::map<std::string, std::string> tree(const std::string& root) {
-  std::map<std::string, std::string> out;
-  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it) {
-    const std::string p = it->path().string();
-    struct stat st {};
-    REQUIRE(::lstat(p.c_str(), &st) == 0);
-    const std::string rel = p.substr(root.size());
-    const std::string mode = std::to_string(st.st_mode & 07777);
-    if (S_ISLNK(st.st_mode))
-      out[rel] = "link " + fs::read_symlink(p).string();
-    else if (S_ISDIR(st.st_mode))
-      out[rel] = "dir " + mode;
-    else if (S_ISREG(st.st_mode))
-      out[rel] = "file " + mode + " " + bytes_of(p);
-    else
-      out[rel] = "special";
-  }
-  return out;
-}
-
-/// Names under root (recursively) that contain ".lola-tmp".
-std::vector<std::string> temporaries(const std::string& root) {
-  std::vector<std::string> found;
-  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it)
-    if (contains(it->path().filename().string(), ".lola-tmp")) found.push_back(it->path().string());
-  return found;
-}
 
 /// How a forked child ended, and what it wrote to its message pipe.
 struct child_result {
@@ -156,31 +120,6 @@ int expect_error(F&& f, lola::error_code code, const std::function<void(const st
     return e.code() == code ? 0 : 2;
   }
   return 1;
-}
-
-/// A small PEFT adapter: `modules` modules d×k of rank r, F32 values from `seed`.
-std::vector<io::tensor> peft_tensors(int modules, int d, int k, int r, unsigned seed) {
-  std::srand(seed);
-  std::vector<io::tensor> out;
-  for (int m = 0; m < modules; ++m) {
-    const std::string name = "base_model.model.model.layers." + std::to_string(m) + ".self_attn.q_proj";
-    const Eigen::MatrixXf A = Eigen::MatrixXf::Random(r, k), B = Eigen::MatrixXf::Random(d, r);
-    out.push_back(io::tensor::from_matrix(name + ".lora_A.weight", io::dtype::F32,
-                                          {std::uint64_t(r), std::uint64_t(k)}, A));
-    out.push_back(io::tensor::from_matrix(name + ".lora_B.weight", io::dtype::F32,
-                                          {std::uint64_t(d), std::uint64_t(r)}, B));
-  }
-  return out;
-}
-
-const std::string peft_config_text =
-    R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]})" "\n";
-
-/// A PEFT directory at dir: adapter_model.safetensors and adapter_config.json.
-void write_peft_dir(const std::string& dir, int modules = 3, int d = 16, int k = 24) {
-  fs::create_directories(dir);
-  io::write_safetensors(dir + "/adapter_model.safetensors", peft_tensors(modules, d, k, 4, 7));
-  io::write_file_atomic(dir + "/adapter_config.json", peft_config_text);
 }
 
 /// A file of each kind that is not a regular file, in dir: name → (path, words its error names).
@@ -265,7 +204,7 @@ TEST_SUITE("io.files") {
   TEST_CASE("load_adapter: a directory's weights or config that are not regular files are errors, never skipped") {
     temp_dir dir;
     const std::string good = dir.file("good");
-    write_peft_dir(good);
+    write_peft_dir(good, 3, 16, 24);
     const auto expected = io::load_adapter<double>(good);
 
     struct variant {
@@ -412,12 +351,12 @@ TEST_SUITE("io.files") {
     const std::string path = dir.file("f");
     std::string text(3 << 20, 'x');
     for (std::size_t i = 0; i < text.size(); ++i) text[i] = static_cast<char>('a' + i % 26);
-    put(path, text);
+    put_bytes(path, text);
     const io::file_bytes whole(path);
     CHECK(std::string(reinterpret_cast<const char*>(whole.data()), whole.size()) == text);
     CHECK(reinterpret_cast<std::uintptr_t>(whole.data()) % 64 == 0);
     const io::file_bytes empty_file = [&] {
-      put(dir.file("empty"), "");
+      put_bytes(dir.file("empty"), "");
       return io::file_bytes(dir.file("empty"));
     }();
     CHECK(empty_file.size() == 0);
@@ -431,9 +370,9 @@ TEST_SUITE("io.files") {
   TEST_CASE("planted symbolic links at temporary names, old or new, are never followed") {
     temp_dir dir;
     const std::string victim = dir.file("victim"), victim_dir = dir.file("victim_dir");
-    put(victim, "precious");
+    put_bytes(victim, "precious");
     fs::create_directory(victim_dir);
-    put(victim_dir + "/inside", "also precious");
+    put_bytes(victim_dir + "/inside", "also precious");
     const auto victims = [&] { return std::make_pair(bytes_of(victim), tree(victim_dir)); };
     const auto before = victims();
     const std::string pid = std::to_string(::getpid());
@@ -445,20 +384,20 @@ TEST_SUITE("io.files") {
     const std::string file_out = dir.file("out.safetensors");
     plant(file_out + ".lola-tmp-" + pid, victim);
     plant(dir.file(".out.safetensors.lola-tmp-" + pid), victim);
-    io::write_safetensors(file_out, peft_tensors(1, 4, 4, 2, 1));
+    io::write_safetensors(file_out, random_peft_tensors(1, 4, 4, 2, 1));
     CHECK(io::safetensors_file::open(file_out)->tensors().size() == 2);
 
     // The destination itself a link to the victim: replaced, not written through.
     const std::string linked_out = dir.file("linked.safetensors");
     plant(linked_out, victim);
-    io::write_safetensors(linked_out, peft_tensors(1, 4, 4, 2, 1));
+    io::write_safetensors(linked_out, random_peft_tensors(1, 4, 4, 2, 1));
     CHECK(fs::is_regular_file(fs::symlink_status(linked_out)));
 
     // A PEFT directory: the old temporary directory name, pointing at a victim directory.
     const std::string dir_out = dir.file("adapter");
     plant(dir_out + ".lola-tmp-" + pid, victim_dir);
     const auto a = io::load_adapter<double>([&] {
-      write_peft_dir(dir.file("source"));
+      write_peft_dir(dir.file("source"), 3, 16, 24);
       return dir.file("source");
     }());
     io::save_adapter(a, dir_out, io::save_form::directory);
@@ -482,13 +421,13 @@ TEST_SUITE("io.files") {
   TEST_CASE("save_adapter over its own directory: swapped in whole, other files carried over") {
     temp_dir dir;
     const std::string out = dir.file("adapter");
-    write_peft_dir(out);
-    put(out + "/README.md", "# my adapter\n");
-    put(out + "/training_args.bin", std::string("\x80\x04 pickled", 10));
+    write_peft_dir(out, 3, 16, 24);
+    put_bytes(out + "/README.md", "# my adapter\n");
+    put_bytes(out + "/training_args.bin", std::string("\x80\x04 pickled", 10));
     fs::create_directories(out + "/checkpoint-500/optimizer");
-    put(out + "/checkpoint-500/optimizer/state.pt", "state");
+    put_bytes(out + "/checkpoint-500/optimizer/state.pt", "state");
     fs::create_symlink("README.md", out + "/README.link");
-    put(out + "/read-only.txt", "r/o");
+    put_bytes(out + "/read-only.txt", "r/o");
     fs::permissions(out + "/read-only.txt", fs::perms::owner_read | fs::perms::group_read);
     fs::permissions(out, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec);
     const auto before = tree(out);
@@ -515,7 +454,7 @@ TEST_SUITE("io.files") {
     const auto back = io::load_adapter<double>(out);
     REQUIRE(back.modules.size() == a.modules.size());
     CHECK(back.modules[0].B == a.modules[0].B);
-    CHECK(temporaries(dir.path).empty());
+    CHECK(temporaries_under(dir.path).empty());
 
     // What lola cannot carry over is refused before anything changes.
     REQUIRE(::mkfifo((out + "/pipe").c_str(), 0644) == 0);
@@ -524,15 +463,15 @@ TEST_SUITE("io.files") {
     CHECK(e.code() == lola::error_code::io);
     CHECK(contains(e.what(), out + "/pipe: is a FIFO (named pipe)"));
     CHECK(tree(out) == with_fifo);
-    CHECK(temporaries(dir.path).empty());
+    CHECK(temporaries_under(dir.path).empty());
 
     // An output that exists and is not a directory is refused, untouched.
-    put(dir.file("file"), "not a directory");
+    put_bytes(dir.file("file"), "not a directory");
     const auto f = thrown_by([&] { io::save_adapter(a, dir.file("file"), io::save_form::directory); });
     CHECK(f.code() == lola::error_code::io);
     CHECK(contains(f.what(), dir.file("file") + ": exists and is a regular file, not a directory"));
     CHECK(bytes_of(dir.file("file")) == "not a directory");
-    CHECK(temporaries(dir.path).empty());
+    CHECK(temporaries_under(dir.path).empty());
   }
 
   TEST_CASE("write_directory_atomic: a failure after some files are in place leaves the directory as it was") {
@@ -540,7 +479,7 @@ TEST_SUITE("io.files") {
     // the old config here; the swap leaves the old directory whole.
     temp_dir dir;
     const std::string out = dir.file("adapter");
-    write_peft_dir(out);
+    write_peft_dir(out, 3, 16, 24);
     const auto before = tree(out);
     const auto e = thrown_by([&] {
       io::write_directory_atomic(out, {"adapter_model.safetensors", "adapter_config.json"}, [](const std::string& d) {
@@ -551,7 +490,7 @@ TEST_SUITE("io.files") {
     CHECK(e.code() == lola::error_code::io);
     CHECK(contains(e.what(), out + "/no-such-dir/adapter_config.json: "));  // named as the final path
     CHECK(tree(out) == before);
-    CHECK(temporaries(dir.path).empty());
+    CHECK(temporaries_under(dir.path).empty());
     // A fresh target is created whole, or not at all.
     const std::string fresh = dir.file("fresh");
     CHECK_THROWS_AS(io::write_directory_atomic(fresh, {}, [](const std::string& d) {
@@ -562,10 +501,10 @@ TEST_SUITE("io.files") {
     CHECK_FALSE(fs::exists(fs::symlink_status(fresh)));
     io::write_directory_atomic(fresh, {}, [](const std::string& d) { io::write_file_atomic(d + "/a", std::string("a")); });
     CHECK(bytes_of(fresh + "/a") == "a");
-    CHECK(temporaries(dir.path).empty());
+    CHECK(temporaries_under(dir.path).empty());
     // A symbolic link at the path is replaced by the new directory; its target is not touched.
     const std::string target = dir.file("target"), link = dir.file("link");
-    write_peft_dir(target);
+    write_peft_dir(target, 3, 16, 24);
     fs::create_symlink(target, link);
     const auto target_before = tree(target);
     io::write_directory_atomic(link, {}, [](const std::string& d) { io::write_file_atomic(d + "/b", std::string("b")); });
@@ -580,10 +519,10 @@ TEST_SUITE("io.files") {
     temp_dir dir;
     const std::string peft_dir = dir.file("peft");
     write_peft_dir(peft_dir, 8, 64, 96);  // 8 · 4 · (64 + 96) · 4 bytes ≈ 20 KB of weights
-    put(peft_dir + "/README.md", "kept");
+    put_bytes(peft_dir + "/README.md", "kept");
     const std::string kohya = dir.file("kohya.safetensors");
     {
-      auto tensors = peft_tensors(8, 64, 96, 4, 3);
+      auto tensors = random_peft_tensors(8, 64, 96, 4, 3);
       for (std::size_t i = 0; i < tensors.size(); ++i)
         tensors[i].name = "lora_unet_block" + std::to_string(i / 2) +
                           (contains(tensors[i].name, "lora_A") ? ".lora_down.weight" : ".lora_up.weight");
@@ -591,7 +530,7 @@ TEST_SUITE("io.files") {
     }
     const std::string peft_file_dir = dir.file("single");
     fs::create_directory(peft_file_dir);
-    io::write_safetensors(peft_file_dir + "/a.safetensors", peft_tensors(8, 64, 96, 4, 5));
+    io::write_safetensors(peft_file_dir + "/a.safetensors", random_peft_tensors(8, 64, 96, 4, 5));
     io::write_file_atomic(peft_file_dir + "/adapter_config.json", peft_config_text);
 
     struct target {
@@ -615,14 +554,14 @@ TEST_SUITE("io.files") {
       CHECK(contains(r.message, t.path));
       CHECK(contains(r.message, std::strerror(EFBIG)));
       CHECK(tree(dir.path) == before);  // every byte, mode and link of every input
-      CHECK(temporaries(dir.path).empty());
+      CHECK(temporaries_under(dir.path).empty());
 
       // The same save without the limit succeeds, and reads back doubled.
       auto a = io::load_adapter<double>(t.path);
       for (auto& m : a.modules) m.set_factors(m.B * 2.0, m.A, m.scale);
       io::save_adapter(a, t.path, t.form);
       CHECK(io::load_adapter<double>(t.path).modules[0].B == a.modules[0].B);
-      CHECK(temporaries(dir.path).empty());
+      CHECK(temporaries_under(dir.path).empty());
     }
     CHECK(bytes_of(peft_dir + "/README.md") == "kept");
   }
@@ -652,10 +591,10 @@ TEST_SUITE("io.files") {
     } unmount_at_end{mnt};
     const std::string adapter = mnt + "/adapter";
     write_peft_dir(adapter, 8, 512, 512);  // 8 · 4 · 1024 · 4 = 128 KiB of weights
-    for (int i = 0; i < 6; ++i) put(adapter + "/extra" + std::to_string(i), std::string(100 << 10, 'x'));
+    for (int i = 0; i < 6; ++i) put_bytes(adapter + "/extra" + std::to_string(i), std::string(100 << 10, 'x'));
     // 600 KiB of other files (carried over as links, taking no space); then fill the disk so that
     // the new weights cannot fit.
-    put(mnt + "/filler", std::string(200 << 10, 'f'));
+    put_bytes(mnt + "/filler", std::string(200 << 10, 'f'));
     const auto before = tree(mnt);
     auto a = io::load_adapter<double>(adapter);
     for (auto& m : a.modules) m.set_factors(m.B * 2.0, m.A, m.scale);
@@ -664,11 +603,11 @@ TEST_SUITE("io.files") {
     CHECK(contains(e.what(), adapter));
     CHECK(contains(e.what(), std::strerror(ENOSPC)));
     CHECK(tree(mnt) == before);
-    CHECK(temporaries(mnt).empty());
+    CHECK(temporaries_under(mnt).empty());
     fs::remove(mnt + "/filler");
     io::save_adapter(a, adapter, io::save_form::directory);  // fits once there is room
     CHECK(io::load_adapter<double>(adapter).modules[0].B == a.modules[0].B);
-    CHECK(temporaries(mnt).empty());
+    CHECK(temporaries_under(mnt).empty());
   }
 
   // ================================================================ item 6: bounded resources
@@ -676,22 +615,22 @@ TEST_SUITE("io.files") {
   TEST_CASE("adapter_config.json above the 16 MiB cap is refused naming its size and the cap") {
     temp_dir dir;
     const std::string adapter = dir.file("adapter");
-    write_peft_dir(adapter);
+    write_peft_dir(adapter, 3, 16, 24);
     const std::string config = adapter + "/adapter_config.json";
     const auto padded = [&](std::uint64_t total) {
       const std::string head = R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "base_model_name_or_path": ")";
       const std::string tail = "\"}";
       return head + std::string(total - head.size() - tail.size(), 'm') + tail;
     };
-    put(config, padded(io::max_config_bytes));
+    put_bytes(config, padded(io::max_config_bytes));
     CHECK(io::load_adapter<double>(adapter).modules.size() == 3);  // at the cap: read
-    put(config, padded(io::max_config_bytes + 1));
+    put_bytes(config, padded(io::max_config_bytes + 1));
     const auto e = thrown_by([&] { io::load_adapter<double>(adapter); });
     CHECK(e.code() == lola::error_code::invalid_file);
     CHECK(contains(e.what(), config + ": 16777217 bytes, more than the limit of 16777216 bytes"));
     io::load_options small;
     small.max_config_bytes = 10;
-    write_peft_dir(adapter);
+    write_peft_dir(adapter, 3, 16, 24);
     CHECK(thrown_by([&] { io::load_adapter<double>(adapter, small); }).code() == lola::error_code::invalid_file);
   }
 
@@ -704,7 +643,7 @@ TEST_SUITE("io.files") {
       text.reserve(16u << 20);
       while (text.size() + 2 < (16u << 20)) text += ",0";
       text += "]";
-      put("/proc/self/clear_refs", "5");  // resets the peak resident set (VmHWM) inherited from the parent
+      put_bytes("/proc/self/clear_refs", "5");  // resets the peak resident set (VmHWM) inherited from the parent
       const auto peak_kib = [] {
         std::ifstream status("/proc/self/status");
         for (std::string line; std::getline(status, line);)

@@ -37,6 +37,7 @@
 #include "lola/nn/gl_net_weights.hpp"
 #pragma GCC diagnostic pop
 
+#include "support/adapter_module.hpp"
 #include "support/errors.hpp"
 #include "support/temp_dir.hpp"
 #include "support/test_support.hpp"
@@ -48,6 +49,7 @@ namespace {
 
 using lola_test::contains;
 using lola_test::thrown_by;
+using lola_test::with_element;
 using rm = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using shape_t = std::vector<std::uint64_t>;
 
@@ -74,15 +76,6 @@ io::tensor scalar(const std::string& name, io::dtype t, double value) {
   Eigen::Matrix<double, 1, 1> v;
   v(0, 0) = value;
   return io::tensor::from_matrix(name, t, {}, v);
-}
-
-/// t with flat element i set to v (NaN and inf pass through the writer as they are).
-io::tensor with_element(const io::tensor& t, std::size_t i, double v) {
-  const auto n = static_cast<Eigen::Index>(t.element_count());
-  Eigen::VectorXd x(n);
-  io::decode_elements(t.data.data(), t.dtype, static_cast<std::size_t>(n), x.data());
-  x(static_cast<Eigen::Index>(i)) = v;
-  return io::tensor::from_matrix(t.name, t.dtype, t.shape, x);
 }
 
 io::safetensors_file image(const std::vector<io::tensor>& tensors) {

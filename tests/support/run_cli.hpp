@@ -23,6 +23,7 @@
 
 #include "lola/io/file.hpp"
 #include "support/errors.hpp"
+#include "support/file_tree.hpp"
 #include "support/temp_dir.hpp"
 
 #ifndef LOLA_CLI_PATH
@@ -45,6 +46,7 @@ inline bool exists(const std::string& path) {
 }
 
 using lola_test::contains;
+using lola_test::temporaries_under;
 
 inline bool starts_with(const std::string& text, const std::string& prefix) {
   return text.rfind(prefix, 0) == 0;
@@ -57,16 +59,6 @@ inline std::string read_file(const std::string& path) {
 
 inline void write_bytes(const std::string& path, const std::string& bytes) {
   lola::io::write_file_atomic(path, bytes);
-}
-
-/// Every path under root (recursively) whose name contains ".lola-tmp-".
-inline std::vector<std::string> temporaries_under(const std::string& root) {
-  std::vector<std::string> found;
-  std::error_code ec;
-  for (auto it = std::filesystem::recursive_directory_iterator(root, ec);
-       it != std::filesystem::recursive_directory_iterator(); it.increment(ec))
-    if (contains(it->path().filename().string(), ".lola-tmp")) found.push_back(it->path().string());
-  return found;
 }
 
 struct run_result {
