@@ -12,6 +12,11 @@ TEST_SUITE("core.error") {
     CHECK(std::string(e.what()) == "lola: model.safetensors: header past the end");
     const std::runtime_error& base = e;
     CHECK(std::string(base.what()).find("header past the end") != std::string::npos);
+    CHECK(std::string(e.message()) == "model.safetensors: header past the end");
+    // Wrapped once more with context, the prefix appears once.
+    const lola::error wrapped(e.code(), std::string("adapter 3: ") + e.message());
+    CHECK(std::string(wrapped.what()) == "lola: adapter 3: model.safetensors: header past the end");
+    CHECK(std::string(lola::error(lola::error_code::io, "").message()).empty());
   }
 
   TEST_CASE("every code has a distinct name") {

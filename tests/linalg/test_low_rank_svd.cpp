@@ -1,12 +1,15 @@
 // The factor-space SVD against Eigen's BDCSVD of the dense ΔW, and its GL(r) invariance.
 #include <doctest/doctest.h>
 
+#include <limits>
 #include <random>
+#include <string>
 
 #include <Eigen/SVD>
 
 #include "lola/lola.hpp"
 #include "lola/linalg/low_rank_svd.hpp"
+#include "support/errors.hpp"
 #include "support/test_support.hpp"
 
 using lola_test::eps;
@@ -152,6 +155,31 @@ TEST_SUITE("linalg.low_rank_svd") {
     CHECK(strict.threshold() == 0.0);
     CHECK(strict.rank() >= 2);
     CHECK_THROWS_AS(strict.setThreshold(-1.0), lola::error);
+  }
+
+  TEST_CASE("non-finite factors: one report (numerical, the function, the module's shape) from every decomposition") {
+    matrix_d B = matrix_d::Ones(6, 2), A = matrix_d::Ones(2, 5), W = matrix_d::Ones(6, 5);
+    B(4, 1) = std::numeric_limits<double>::infinity();
+    const auto delta = lola::factor(B, A);
+    const auto check = [](const char* function, const lola::error& e) {
+      INFO(e.what());
+      CHECK(e.code() == lola::error_code::numerical);
+      CHECK(std::string(e.what()) ==
+            std::string("lola: ") + function + ": the factors of the 6x5 module are not finite");
+    };
+    const lola::low_rank_svd<double> svd(delta);
+    CHECK(svd.info() == Eigen::NumericalIssue);
+    check("low_rank_svd::singularValues", lola_test::thrown_by([&] { (void)svd.singularValues(); }));
+    check("low_rank_svd::matrixU", lola_test::thrown_by([&] { (void)svd.matrixU(); }));
+    check("singular_values", lola_test::thrown_by([&] { (void)lola::singular_values(delta); }));
+    check("canonicalize", lola_test::thrown_by([&] { (void)lola::canonicalize(delta); }));
+    check("canonicalize", lola_test::thrown_by([&] { (void)lola::resize(delta, lola::rank_rule::fixed(1)); }));
+    check("project_base_weight", lola_test::thrown_by([&] { (void)lola::project_base_weight(W, delta); }));
+    // Finite factors whose σ exceeds double: canonicalize refuses too (it would write inf factors).
+    const matrix_d big = 1e200 * matrix_d::Ones(6, 2), wide = 1e200 * matrix_d::Ones(2, 5);
+    const lola::error e = lola_test::thrown_by([&] { (void)lola::canonicalize(lola::factor(big, wide)); });
+    CHECK(e.code() == lola::error_code::numerical);
+    CHECK(std::string(e.what()).find("canonicalize: the singular values of the 6x5 module exceed") != std::string::npos);
   }
 
   TEST_CASE("misuse and non-finite input are reported") {

@@ -66,12 +66,6 @@ inline double real_value(const std::string& name, const std::string& text) {
   return *v;
 }
 
-/// A lola::error's message without its "lola: " prefix.
-inline std::string message_of(const lola::error& e) {
-  const std::string text = e.what();
-  return text.rfind("lola: ", 0) == 0 ? text.substr(6) : text;
-}
-
 // Progress on stderr for loops over many items, only when stderr is a terminal.
 class progress {
  public:
@@ -112,7 +106,7 @@ void for_each_module(const std::string& path, const std::vector<std::string>& na
     try {
       f(static_cast<std::size_t>(i));
     } catch (const lola::error& e) {
-      throw lola::error(e.code(), path + ": module \"" + names[static_cast<std::size_t>(i)] + "\": " + message_of(e));
+      throw lola::error(e.code(), path + ": module \"" + names[static_cast<std::size_t>(i)] + "\": " + e.message());
     }
     p.tick();
   });
@@ -406,7 +400,7 @@ inline int merge(const merge_options& o, streams& s) {
       }
       result.modules[n] = std::move(merged);
     } catch (const lola::error& e) {
-      throw lola::error(e.code(), where + ": " + message_of(e));
+      throw lola::error(e.code(), where + ": " + e.message());
     }
     p.tick();
   });
@@ -480,8 +474,8 @@ inline loaded_adapters load_adapters(const std::vector<std::string>& paths, cons
     try {
       out[item] = io::load_adapter<double>(paths[i]);
     } catch (const lola::error& e) {
-      if (!skip_bad) throw lola::error(e.code(), adapter_label(i, paths[i]) + ": " + message_of(e));
-      failure[item] = message_of(e);
+      if (!skip_bad) throw lola::error(e.code(), adapter_label(i, paths[i]) + ": " + e.message());
+      failure[item] = e.message();
     }
     p.tick();
   });

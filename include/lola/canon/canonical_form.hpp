@@ -87,9 +87,8 @@ canonical_result<scalar_of_t<E>> canonicalize(const E& e,
   const auto& B = detail::as_compute<S>(f.B());
   const auto& A = detail::as_compute<S>(f.A());
   detail::factor_space_svd<S> svd;
-  if (!svd.compute(B, A, S(1), true))
-    throw error(error_code::numerical,
-                "canonicalize: the factors of the " + shape_string(d, k) + " module are not finite");
+  detail::require_finite_factors(svd.compute(B, A, S(1), true), "canonicalize", d, k);
+  detail::require_finite_singular_values(svd.sigma, "canonicalize", d, k);
 
   canonical_result<S> out;
   out.singular_values = svd.sigma;

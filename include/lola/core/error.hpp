@@ -2,6 +2,7 @@
 /// @file
 /// lola::error: the one exception type for anything a caller or a file can get wrong.
 
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 
@@ -36,11 +37,16 @@ inline const char* to_string(error_code code) noexcept {
 class error : public std::runtime_error {
  public:
   error(error_code code, const std::string& message)
-      : std::runtime_error("lola: " + message), code_(code) {}
+      : std::runtime_error(prefix + message), code_(code) {}
 
   error_code code() const noexcept { return code_; }
+  /// The message without the "lola: " prefix, for a caller that wraps it in one naming more
+  /// context (a module, an adapter, a file).
+  const char* message() const noexcept { return what() + prefix_length; }
 
  private:
+  static constexpr const char* prefix = "lola: ";
+  static constexpr std::size_t prefix_length = 6;
   error_code code_;
 };
 

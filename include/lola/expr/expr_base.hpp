@@ -26,9 +26,7 @@ struct host_storage {};
 
 /// CRTP base of every low-rank expression node.
 template <class Derived>
-struct expr_base {
-  const Derived& derived() const { return static_cast<const Derived&>(*this); }
-};
+struct expr_base {};
 
 /// True for low-rank expression nodes (after removing references and cv-qualifiers).
 template <class T>

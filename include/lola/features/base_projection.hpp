@@ -178,9 +178,7 @@ base_projection<S> project_base_weight_impl(const Eigen::MatrixBase<X>& w, const
   out.rank = r;
 
   const low_rank_svd<S> svd(delta, compute_uv);
-  if (svd.info() != Eigen::Success)
-    throw error(error_code::invalid_argument, "project_base_weight: the factors of delta (" +
-                                                  shape_string(d, k) + ") are not finite");
+  detail::require_finite_factors(svd.info() == Eigen::Success, "project_base_weight", d, k);
   out.delta_numerical_rank = svd.rank();
   out.delta_norm = svd.singularValues().norm();
   matrix wv(d, r);

@@ -182,11 +182,6 @@ void write_factor_block(S* dst, S s, const MB& B, const MA& A) {
   map(dst + d * r, k, r) = A.transpose();
 }
 
-inline std::string strip_prefix(const char* what) {
-  const std::string_view text(what), prefix("lola: ");
-  return std::string(text.substr(0, prefix.size()) == prefix ? text.substr(prefix.size()) : text);
-}
-
 }  // namespace detail
 
 /// The blocks of a feature row, in layout order (see the file comment); `first` fixes the layout.
@@ -354,7 +349,7 @@ void featurize_rows(const std::vector<const io::adapter<S>*>& adapters,
     } catch (const error& e) {
       throw error(e.code(), context + ": module '" + m.name + "' (" +
                                 module_shape(m.rows(), m.cols(), m.rank()) + ") of " +
-                                name_of(std::size_t(i)) + ": " + strip_prefix(e.what()));
+                                name_of(std::size_t(i)) + ": " + e.message());
     }
   });
 }

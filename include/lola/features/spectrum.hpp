@@ -31,14 +31,8 @@ template <class E>
 Eigen::Matrix<scalar_of_t<E>, Eigen::Dynamic, 1> checked_singular_values(const E& e,
                                                                          const char* function) {
   const low_rank_svd<scalar_of_t<E>> svd(e, singular_values_only);
-  if (svd.info() != Eigen::Success)
-    throw error(error_code::numerical, std::string(function) + ": the factors of the " +
-                                           shape_string(e.rows(), e.cols()) +
-                                           " module are not finite");
-  if (!svd.singularValues().allFinite())
-    throw error(error_code::numerical, std::string(function) + ": the singular values of the " +
-                                           shape_string(e.rows(), e.cols()) +
-                                           " module exceed the range of the compute type");
+  require_finite_factors(svd.info() == Eigen::Success, function, e.rows(), e.cols());
+  require_finite_singular_values(svd.singularValues(), function, e.rows(), e.cols());
   return svd.singularValues();
 }
 }  // namespace detail

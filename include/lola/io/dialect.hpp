@@ -25,6 +25,14 @@
 
 namespace lola::io::detail {
 
+/// An α written back (s·r, or s·√r): the nearest integer when within 1e-15 relative of it (the
+/// rounding of the product is at most one ulp, 1.1e-16 relative), so the dialect's rule α/r gives
+/// back s; otherwise α itself. Integers beyond 9e15 (above 2⁵³ spacing is 2 or more) stay as they are.
+inline double snap_alpha(double alpha) {
+  const double nearest = std::round(alpha);
+  return std::abs(alpha - nearest) <= 1e-15 * std::abs(alpha) && std::abs(nearest) < 9e15 ? nearest : alpha;
+}
+
 /// What a key is to its module.
 enum class key_role { A, B, alpha, extra, foreign };
 

@@ -520,7 +520,7 @@ void write_directory_atomic(const std::string& path, const std::vector<std::stri
       fill(static_cast<const std::string&>(tmp));
     } catch (const error& e) {
       // Named as the file it was to become: "<path>/adapter_model.safetensors: cannot write ...".
-      std::string message = std::string(e.what()).substr(6);
+      std::string message = e.message();
       for (std::size_t at = 0; (at = message.find(tmp, at)) != std::string::npos; at += out.size())
         message.replace(at, tmp.size(), out);
       throw error(e.code(), message);

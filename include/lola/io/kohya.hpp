@@ -51,13 +51,11 @@ inline const std::vector<key_rule>& kohya_rules() {
   return rules;
 }
 
-/// α written back: s·r, snapped to the nearest integer when within 1e-15 relative of it (the
-/// rounding of the product s·r is at most one ulp, 1.1e-16 relative), so α/r reproduces s.
-inline double kohya_alpha(double scale, double rank) {
-  const double alpha = scale * rank;
-  const double nearest = std::round(alpha);
-  return std::abs(alpha - nearest) <= 1e-15 * std::abs(alpha) ? nearest : alpha;
-}
+/// kohya's scale s = α/r, with a missing or zero α meaning α = r.
+inline double kohya_scale(double alpha, double rank) { return alpha == 0 ? 1.0 : alpha / rank; }
+
+/// α written back: s·r, snapped (snap_alpha), so that kohya_scale gives back s.
+inline double kohya_alpha(double scale, double rank) { return snap_alpha(scale * rank); }
 
 }  // namespace detail
 
@@ -90,7 +88,7 @@ adapter<S> read_kohya(const safetensors_view& file) {
                     file.source() + ": module \"" + m.name + "\": alpha tensor \"" + keys.alpha->name +
                         "\" is not finite: " + (std::isnan(alpha) ? "NaN" : alpha > 0 ? "inf" : "-inf"));
     }
-    m.scale = alpha == 0 ? 1.0 : alpha / r;
+    m.scale = detail::kohya_scale(alpha, r);
     out.modules.push_back(std::move(m));
   }
   if (out.modules.empty())

@@ -66,6 +66,20 @@ class pattern_values {
   pattern_set keys_;
 };
 
+namespace detail {
+
+/// PEFT's scale s = α/r, or α/√r with use_rslora (rsLoRA).
+inline double peft_scale(double alpha, double rank, bool rslora) {
+  return alpha / (rslora ? std::sqrt(rank) : rank);
+}
+
+/// The α that gives scale s at rank r under peft_scale: s·r, or s·√r.
+inline double peft_alpha(double scale, double rank, bool rslora) {
+  return scale * (rslora ? std::sqrt(rank) : rank);
+}
+
+}  // namespace detail
+
 /// One module's rank, α and scale under a config; rank_key is the rank_pattern entry that gave r
 /// (nullptr: the config's r).
 struct peft_scaling {
@@ -145,7 +159,7 @@ struct peft_config {
     const auto* alpha_key = alpha_pattern.match(model_name);
     const double rank = rank_key ? rank_key->second : r;
     const double alpha = alpha_key ? alpha_key->second : lora_alpha;
-    return {rank, alpha, alpha / (use_rslora ? std::sqrt(rank) : rank), rank_key};
+    return {rank, alpha, detail::peft_scale(alpha, rank, use_rslora), rank_key};
   }
 };
 
@@ -182,13 +196,12 @@ inline std::string regex_escape(std::string_view s) {
   return out;
 }
 
-/// α as written to a config: an integer when s·r is within 1e-15 relative of one (the product's
-/// rounding is at most one ulp, 1.1e-16 relative), so PEFT's α/r reproduces s.
+/// α as written to a config (snap_alpha): a JSON integer when it snapped to one.
 inline json_value alpha_value(double alpha) {
-  const double nearest = std::round(alpha);
-  if (std::abs(alpha - nearest) <= 1e-15 * std::abs(alpha) && std::abs(nearest) < 9e15)
-    return json_value(static_cast<long long>(nearest));
-  return json_value(alpha);
+  const double snapped = snap_alpha(alpha);
+  if (snapped == std::round(snapped) && std::abs(snapped) < 9e15)
+    return json_value(static_cast<long long>(snapped));
+  return json_value(snapped);
 }
 
 /// Pattern entries (module indices, longest name first) that give every module its value under
@@ -303,7 +316,7 @@ json_value peft_config_json(const adapter<S>& a) {
   std::vector<std::pair<double, double>> rank_alpha;  // per module
   for (const auto& m : a.modules) {
     const double r = static_cast<double>(m.rank());
-    const json_value alpha = detail::alpha_value(m.scale * (rslora ? std::sqrt(r) : r));
+    const json_value alpha = detail::alpha_value(detail::peft_alpha(m.scale, r, rslora));
     rank_alpha.emplace_back(r, alpha.as_double());
   }
   auto most_common = [](std::vector<double> values) {

@@ -49,6 +49,32 @@
 
 namespace lola::io {
 
+namespace detail {
+
+/// a·b into out; false (out unchanged) when the product exceeds 2⁶⁴ − 1.
+inline bool checked_mul(std::uint64_t a, std::uint64_t b, std::uint64_t& out) noexcept {
+  if (a != 0 && b > UINT64_MAX / a) return false;
+  out = a * b;
+  return true;
+}
+
+/// Π dims over [first, last) (1 for none), or UINT64_MAX when it overflows: a saturated count
+/// equals no real size, so a comparison with one fails instead of wrapping.
+template <class It>
+std::uint64_t saturated_product(It first, It last) noexcept {
+  std::uint64_t n = 1;
+  for (; first != last; ++first)
+    if (!checked_mul(n, *first, n)) return UINT64_MAX;
+  return n;
+}
+
+/// Π shape, saturated (saturated_product).
+inline std::uint64_t element_count(const std::vector<std::uint64_t>& shape) noexcept {
+  return saturated_product(shape.begin(), shape.end());
+}
+
+}  // namespace detail
+
 /// String → string pairs in file order: the __metadata__ of a safetensors file.
 using metadata_map = std::vector<std::pair<std::string, std::string>>;
 
@@ -61,11 +87,7 @@ struct tensor_info {
   std::uint64_t end = 0;
 
   /// Π shape (1 for a 0-dimensional tensor). Validated not to overflow when read from a file.
-  std::uint64_t element_count() const noexcept {
-    std::uint64_t n = 1;
-    for (auto s : shape) n *= s;
-    return n;
-  }
+  std::uint64_t element_count() const noexcept { return detail::element_count(shape); }
   std::uint64_t byte_count() const noexcept { return end - begin; }
 };
 
@@ -113,12 +135,6 @@ inline std::string diagnose_non_safetensors(const std::byte* data, std::size_t s
   if (first < head.size() && (head[first] == '{' || head[first] == '['))
     return "; this looks like a JSON document, not safetensors";
   return "";
-}
-
-inline bool checked_mul(std::uint64_t a, std::uint64_t b, std::uint64_t& out) noexcept {
-  if (a != 0 && b > UINT64_MAX / a) return false;
-  out = a * b;
-  return true;
 }
 
 }  // namespace detail
@@ -171,8 +187,8 @@ class safetensors_view {
   Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> matrix(const tensor_info& t,
                                                                            index rows,
                                                                            index cols) const {
-    if (rows < 0 || cols < 0 ||
-        static_cast<std::uint64_t>(rows) * static_cast<std::uint64_t>(cols) != t.element_count())
+    const std::uint64_t dims[] = {static_cast<std::uint64_t>(rows), static_cast<std::uint64_t>(cols)};
+    if (rows < 0 || cols < 0 || detail::saturated_product(dims, dims + 2) != t.element_count())
       throw error(error_code::shape_mismatch,
                   source_ + ": tensor \"" + t.name + "\" of shape " + shape_to_string(t.shape) +
                       " cannot be read as " + std::to_string(rows) + "x" + std::to_string(cols));
@@ -216,8 +232,7 @@ class safetensors_view {
  private:
   std::pair<index, index> matrix_shape(const tensor_info& t) const {
     if (t.shape.empty()) return {1, 1};
-    std::uint64_t cols = 1;
-    for (std::size_t i = 1; i < t.shape.size(); ++i) cols *= t.shape[i];
+    const std::uint64_t cols = detail::saturated_product(t.shape.begin() + 1, t.shape.end());
     if (t.shape[0] > static_cast<std::uint64_t>(PTRDIFF_MAX) || cols > static_cast<std::uint64_t>(PTRDIFF_MAX))
       throw error(error_code::unsupported, source_ + ": tensor \"" + t.name + "\" of shape " +
                                                shape_to_string(t.shape) + " is too large to index");
@@ -254,7 +269,7 @@ class safetensors_view {
       header = parse_json(text, source_ + ": header");
     } catch (const error& e) {
       throw error(error_code::invalid_file,
-                  std::string(e.what()).substr(6) + detail::diagnose_non_safetensors(data_, size_));
+                  e.message() + detail::diagnose_non_safetensors(data_, size_));
     }
     if (!header.is_object()) fail("the header is not a JSON object", true);
 
@@ -338,10 +353,10 @@ class safetensors_view {
              " (tensors must tile the data buffer from offset 0; the next tensor should begin at " +
              std::to_string(start) + ")");
       if (t.end < t.begin) fail(where() + ": " + span() + " ends before it begins");
-      std::uint64_t elements = 1, bits = 0;
-      for (auto d : t.shape)
-        if (!detail::checked_mul(elements, d, elements))
-          fail(where() + ": shape " + shape_to_string(t.shape) + " overflows the element count");
+      const std::uint64_t elements = t.element_count();
+      std::uint64_t bits = 0;
+      if (elements == UINT64_MAX)
+        fail(where() + ": shape " + shape_to_string(t.shape) + " overflows the element count");
       if (!detail::checked_mul(elements, dtype_bits(t.dtype), bits))
         fail(where() + ": shape " + shape_to_string(t.shape) + " with dtype " +
              std::string(dtype_name(t.dtype)) + " overflows the byte count");
@@ -447,11 +462,8 @@ struct tensor {
     return out;
   }
 
-  std::uint64_t element_count() const noexcept {
-    std::uint64_t n = 1;
-    for (auto s : shape) n *= s;
-    return n;
-  }
+  /// Π shape, saturated at UINT64_MAX (a tensor built in memory is not validated by a parser).
+  std::uint64_t element_count() const noexcept { return detail::element_count(shape); }
 };
 
 /// The bytes of a safetensors file in the reference layout: __metadata__ first, then the tensors
@@ -524,10 +536,8 @@ inline std::vector<std::byte> serialize_safetensors(const std::vector<tensor>& t
     if (!names.insert(t.name).second)
       throw error(error_code::invalid_argument, "duplicate tensor name \"" + t.name + "\"");
     detail::require_utf8(t.name, "tensor name");
-    std::uint64_t elements = 1, bits = 0;
-    for (auto d : t.shape)
-      if (!detail::checked_mul(elements, d, elements)) elements = UINT64_MAX;
-    if (!detail::checked_mul(elements, dtype_bits(t.dtype), bits) || bits % 8 != 0 ||
+    std::uint64_t bits = 0;
+    if (!detail::checked_mul(t.element_count(), dtype_bits(t.dtype), bits) || bits % 8 != 0 ||
         bits / 8 != t.data.size())
       throw error(error_code::invalid_argument,
                   "tensor \"" + t.name + "\": " + std::to_string(t.data.size()) +

@@ -40,6 +40,7 @@
 #include <Eigen/QR>
 
 #include "lola/backend/eigen/gram.hpp"
+#include "lola/backend/eigen/householder_r.hpp"
 #include "lola/backend/eigen/thin_product.hpp"
 #include "lola/core/config.hpp"
 
@@ -146,7 +147,6 @@ class column_space {
   /// R of x by the route its Gram (in r_ when have_gram) allows.
   template <class X>
   void factor(const Eigen::MatrixBase<X>& x, bool have_gram) {
-    const index n = x.cols();
     gram_ = false;
     if (have_gram) {
       if (well_conditioned(r_)) {
@@ -159,8 +159,7 @@ class column_space {
       }
     }
     qr_.compute(x);
-    const index p = std::min(m_, n);
-    r_ = qr_.matrixQR().topRows(p).template triangularView<Eigen::Upper>();
+    r_ = householder_r(qr_);
   }
 
   /// κ(X)² = λ_max/λ_min of the Gram g ≤ gram_condition_limit², by Gershgorin or else exactly.

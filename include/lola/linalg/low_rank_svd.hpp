@@ -36,6 +36,7 @@
 
 #include "lola/backend/eigen/evaluate.hpp"
 #include "lola/core/error.hpp"
+#include "lola/core/shape.hpp"
 #include "lola/linalg/column_space.hpp"
 
 namespace lola {
@@ -56,6 +57,23 @@ namespace detail {
 template <class S>
 S default_rank_threshold(index d, index k) {
   return S(std::max<index>({d, k, 1})) * std::numeric_limits<S>::epsilon();
+}
+
+/// The one report of non-finite input to a decomposition of ΔW (low_rank_svd, singular_values,
+/// canonicalize, project_base_weight, featurize): numerical, naming the function and the d×k module.
+inline void require_finite_factors(bool finite, const char* function, index d, index k) {
+  if (!finite)
+    throw error(error_code::numerical,
+                std::string(function) + ": the factors of the " + shape_string(d, k) + " module are not finite");
+}
+
+/// The report of finite factors whose singular values exceed the compute type's range (σ = +inf,
+/// see the file comment): numerical, naming the function and the d×k module.
+template <class V>
+void require_finite_singular_values(const V& sigma, const char* function, index d, index k) {
+  if (!sigma.allFinite())
+    throw error(error_code::numerical, std::string(function) + ": the singular values of the " +
+                                           shape_string(d, k) + " module exceed the range of the compute type");
 }
 
 /// The number of σᵢ > threshold·σ₁ for σ descending (0 for a zero or empty σ).
@@ -263,11 +281,10 @@ class low_rank_svd {
 
  private:
   void require_computed(const char* what) const {
-    if (!computed_)
-      throw error(error_code::invalid_argument,
-                  std::string("low_rank_svd::") + what +
-                      (info_ == Eigen::NumericalIssue ? ": the factors were not finite"
-                                                      : ": compute() has not been called"));
+    if (computed_) return;
+    const std::string function = std::string("low_rank_svd::") + what;
+    detail::require_finite_factors(info_ != Eigen::NumericalIssue, function.c_str(), rows_, cols_);
+    throw error(error_code::invalid_argument, function + ": compute() has not been called");
   }
 
   vector singular_values_;

@@ -7,6 +7,7 @@
 #include <Eigen/Core>
 #include <Eigen/QR>
 
+#include "lola/backend/eigen/householder_r.hpp"
 #include "lola/core/config.hpp"
 
 namespace lola {
@@ -17,9 +18,9 @@ struct thin_qr_result {
   Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> R;  ///< p×n, upper trapezoidal, Rᵢᵢ ≥ 0
 };
 
-/// X = Q·R (see the file comment). `want_q = false` skips forming Q (O(m·p²) saved).
+/// X = Q·R (see the file comment).
 template <class S, class X>
-thin_qr_result<S> thin_qr(const Eigen::MatrixBase<X>& x, bool want_q = true) {
+thin_qr_result<S> thin_qr(const Eigen::MatrixBase<X>& x) {
   using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
   const index m = x.rows(), n = x.cols(), p = std::min(m, n);
   thin_qr_result<S> out;
@@ -29,12 +30,12 @@ thin_qr_result<S> thin_qr(const Eigen::MatrixBase<X>& x, bool want_q = true) {
     return out;
   }
   const Eigen::HouseholderQR<matrix> qr(x.template cast<S>());
-  out.R = qr.matrixQR().topRows(p).template triangularView<Eigen::Upper>();
-  if (want_q) out.Q = qr.householderQ() * matrix::Identity(m, p);
+  out.R = detail::householder_r(qr);
+  out.Q = qr.householderQ() * matrix::Identity(m, p);
   for (index i = 0; i < p; ++i)
     if (out.R(i, i) < 0) {
       out.R.row(i) = -out.R.row(i);
-      if (want_q) out.Q.col(i) = -out.Q.col(i);
+      out.Q.col(i) = -out.Q.col(i);
     }
   return out;
 }

@@ -182,13 +182,31 @@ class gl_net {
 
  private:
   void apply_hidden(uv_list<S>& x, const gl_net_options& options) const {
+    validate();
+    const S keep = static_cast<S>(dropout_inference_scale(options.dropout));
     for (const auto& layer : hidden)
       for (index j = 0; j < modules(); ++j) {
         auto& m = x[static_cast<std::size_t>(j)];
-        gl_gate(m);
-        equivariant_dropout_inference(m, options.dropout);
-        m = layer.apply(j, m);
+        hidden_step(layer, j, {0, m.rank()}, keep, m.U, m.V);
       }
+  }
+
+  /// One hidden layer on module j's activations U (h×Σr) and V (h×Σr), whose columns hold one
+  /// adapter each in the blocks [offset[i], offset[i + 1]): the gate per block (its row sums are
+  /// over one adapter's columns), the inference dropout factor `keep`, then (Φ_j·U, Ψ_j·V).
+  static void hidden_step(const equivariant_linear<S>& layer, index j, const std::vector<index>& offset, S keep,
+                          matrix<S>& U, matrix<S>& V) {
+    step sigma;
+    for (std::size_t i = 0; i + 1 < offset.size(); ++i) {
+      const index begin = offset[i], width = offset[i + 1] - offset[i];
+      detail::gate_rows<S>(U.middleCols(begin, width), V.middleCols(begin, width), sigma);
+    }
+    if (keep != S(1)) {
+      U *= keep;
+      V *= keep;
+    }
+    U = layer.phi(j) * U;  // not noalias: Eigen evaluates into a temporary first
+    V = layer.psi(j) * V;
   }
 
   void check_adapter(const io::adapter<S>& a, const std::vector<std::size_t>& order,
@@ -245,16 +263,7 @@ class gl_net {
           U.noalias() = first.phi(j) * U_in;
           V.noalias() = first.psi(j) * V_in;
         }
-        step sigma;
-        for (const auto& layer : hidden) {
-          for (index i = 0; i < count; ++i) detail::gate_rows<S>(columns(U, i), columns(V, i), sigma);
-          if (keep != S(1)) {
-            U *= keep;
-            V *= keep;
-          }
-          U = layer.phi(j) * U;  // not noalias: Eigen evaluates into a temporary first
-          V = layer.psi(j) * V;
-        }
+        for (const auto& layer : hidden) hidden_step(layer, j, offset, keep, U, V);
         row_matrix<S> pooled(count, per_module);
         for (index i = 0; i < count; ++i)
           invariant_head<S>::pool_module_into(columns(U, i), columns(V, i), head.pool, pooled.row(i).data());

@@ -22,6 +22,7 @@
 
 #include "lola/canon/canonical_form.hpp"
 #include "lola/core/shape.hpp"
+#include "lola/ops/resize.hpp"
 
 namespace lola {
 
@@ -49,16 +50,13 @@ low_rank_matrix<S> stack_modules(const Modules& modules, const std::vector<S>& w
                                  bool weights_on_b) {
   index total = 0;
   for (const auto& m : modules) total += m.rank();
-  using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
-  matrix B(modules[0].rows(), total), A(total, modules[0].cols());
+  dense_matrix<S> B(modules[0].rows(), total), A(total, modules[0].cols());
   index offset = 0;
   for (std::size_t i = 0; i < modules.size(); ++i) {
     decltype(auto) f = eigen_evaluator::factors(modules[i]);
-    const index r = f.rank();
     const S c = weights[i] * f.scale();
-    B.middleCols(offset, r) = (weights_on_b ? c : S(1)) * as_compute<S>(f.B());
-    A.middleRows(offset, r) = (weights_on_b ? S(1) : c) * as_compute<S>(f.A());
-    offset += r;
+    stack_block(f, weights_on_b ? c : S(1), weights_on_b ? S(1) : c, offset, B, A);
+    offset += f.rank();
   }
   return low_rank_matrix<S>(std::move(B), std::move(A), S(1));
 }
@@ -82,13 +80,14 @@ low_rank_matrix<S> combine(const Modules& modules, const std::vector<S>& weights
         for (const auto& m : modules) k = std::max(k, m.rank());
       if (k == 0) return low_rank_matrix<S>(Eigen::Matrix<S, -1, -1>::Zero(sum.rows(), 0),
                                             Eigen::Matrix<S, -1, -1>::Zero(0, sum.cols()), S(1));
-      // The canonical left form of the sum, cut to k: U_k·Σ_k and V_kᵀ (Eckart–Young).
-      canonical_result<S> c = canonicalize(sum, canonical_form::left);
-      const index kept = std::min<index>(k, c.factors.rank());
+      // The best rank-k approximation in the canonical left form, U_k·Σ_k and V_kᵀ (Eckart–Young),
+      // with zero components up to rank k where the sum has fewer.
+      resize_result<S> cut = resize(sum, rank_rule::fixed(k), canonical_form::left);
+      if (cut.rank == k) return std::move(cut.factors);
       Eigen::Matrix<S, -1, -1> B = Eigen::Matrix<S, -1, -1>::Zero(sum.rows(), k);
       Eigen::Matrix<S, -1, -1> A = Eigen::Matrix<S, -1, -1>::Zero(k, sum.cols());
-      B.leftCols(kept) = c.factors.B().leftCols(kept);
-      A.topRows(kept) = c.factors.A().topRows(kept);
+      B.leftCols(cut.rank) = cut.factors.B();
+      A.topRows(cut.rank) = cut.factors.A();
       return low_rank_matrix<S>(std::move(B), std::move(A), S(1));
     }
     case combination::linear: {

@@ -55,6 +55,15 @@ dense_matrix<S> to_plain(X&& x) {
     return x.template cast<S>();
 }
 
+/// One block of a concatenation [… b·B_f …] and [… ; a·A_f ; …]: the factors of f times the
+/// coefficients b and a, written at column `offset` of B and row `offset` of A. Stacking blocks
+/// this way gives the factors of Σ bᵢaᵢ·BᵢAᵢ, of rank Σ rᵢ.
+template <class S, class F>
+void stack_block(const F& f, S b, S a, index offset, dense_matrix<S>& B, dense_matrix<S>& A) {
+  B.middleCols(offset, f.rank()) = b * as_compute<S>(f.B());
+  A.middleRows(offset, f.rank()) = a * as_compute<S>(f.A());
+}
+
 /// How a factor is held after it is taken from an evaluation result of type F: by reference when
 /// F is an lvalue (a leaf that outlives the evaluation) or itself holds a reference; otherwise the
 /// owned matrix is moved along.
@@ -108,10 +117,8 @@ struct eigen_evaluator {
     // One shared scale is kept as it is; different scales are folded into the blocks of B.
     const bool shared = s1 == s2;
     dense_matrix<S> B(e.rows(), r1 + r2), A(r1 + r2, e.cols());
-    B.leftCols(r1) = (shared ? S(1) : s1) * as_compute<S>(f1.B());
-    B.rightCols(r2) = (shared ? S(1) : s2) * as_compute<S>(f2.B());
-    A.topRows(r1) = as_compute<S>(f1.A());
-    A.bottomRows(r2) = as_compute<S>(f2.A());
+    stack_block(f1, shared ? S(1) : s1, S(1), 0, B, A);
+    stack_block(f2, shared ? S(1) : s2, S(1), r1, B, A);
     return low_rank_matrix<S>(std::move(B), std::move(A), shared ? s1 : S(1));
   }
 

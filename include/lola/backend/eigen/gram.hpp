@@ -31,6 +31,7 @@
 #include <Eigen/Core>
 
 #include "lola/backend/eigen/evaluate.hpp"
+#include "lola/backend/eigen/fixed_rank.hpp"
 #include "lola/core/config.hpp"
 
 namespace lola {
@@ -149,13 +150,9 @@ void cross_rows_fixed(const S* x, index x_stride, const S* y, index y_stride, in
 template <class S>
 bool cross_rows(const S* x, index x_stride, const S* y, index y_stride, index m, index n,
                 dense_matrix<S>& g) {
-  switch (n) {
-    case 4: cross_rows_fixed<4>(x, x_stride, y, y_stride, m, g); return true;
-    case 8: cross_rows_fixed<8>(x, x_stride, y, y_stride, m, g); return true;
-    case 16: cross_rows_fixed<16>(x, x_stride, y, y_stride, m, g); return true;
-    case 32: cross_rows_fixed<32>(x, x_stride, y, y_stride, m, g); return true;
-    default: return false;
-  }
+  return with_fixed_rank(n, [&](auto rank) {
+    cross_rows_fixed<decltype(rank)::value>(x, x_stride, y, y_stride, m, g);
+  });
 }
 
 /// Whether x and y are the same matrix (then XᵀY is a Gram: symmetric, half the work).

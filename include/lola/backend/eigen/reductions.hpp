@@ -16,6 +16,7 @@
 #include <Eigen/QR>
 
 #include "lola/backend/eigen/evaluate.hpp"
+#include "lola/backend/eigen/householder_r.hpp"
 #include "lola/core/shape.hpp"
 
 namespace lola {
@@ -47,10 +48,7 @@ scalar_of_t<E> norm(const E& e) {
   decltype(auto) f = detail::eigen_evaluator::factors(e);
   if (f.rank() == 0 || f.rows() == 0 || f.cols() == 0) return S(0);
   const Eigen::HouseholderQR<detail::dense_matrix<S>> qr(detail::as_compute<S>(f.B()));
-  const index m = std::min(f.rows(), f.rank());
-  const detail::dense_matrix<S> r_b =
-      qr.matrixQR().topRows(m).template triangularView<Eigen::Upper>();
-  const detail::dense_matrix<S> r_b_a = r_b * detail::as_compute<S>(f.A());
+  const detail::dense_matrix<S> r_b_a = detail::householder_r(qr) * detail::as_compute<S>(f.A());
   using std::abs;
   return abs(f.scale()) * r_b_a.norm();
 }

@@ -20,6 +20,7 @@
 
 #include <Eigen/Core>
 
+#include "lola/backend/eigen/fixed_rank.hpp"
 #include "lola/backend/eigen/gram.hpp"
 #include "lola/core/config.hpp"
 
@@ -98,13 +99,9 @@ void thin_product_rows_fixed(const S* x, index m, index stride, const dense_matr
 template <class S>
 bool thin_product_rows(const S* x, index m, index n, index stride, const dense_matrix<S>& c,
                        S* out, index out_stride) {
-  switch (n) {
-    case 4: thin_product_rows_fixed<4>(x, m, stride, c, out, out_stride); return true;
-    case 8: thin_product_rows_fixed<8>(x, m, stride, c, out, out_stride); return true;
-    case 16: thin_product_rows_fixed<16>(x, m, stride, c, out, out_stride); return true;
-    case 32: thin_product_rows_fixed<32>(x, m, stride, c, out, out_stride); return true;
-    default: return false;
-  }
+  return with_fixed_rank(n, [&](auto rank) {
+    thin_product_rows_fixed<decltype(rank)::value>(x, m, stride, c, out, out_stride);
+  });
 }
 
 /// out = X·C (see the file comment for the kernels); out must already have X.rows()×C.cols().
