@@ -65,6 +65,13 @@ nn::gl_net<double> make_net(std::mt19937_64& rng, Eigen::Index K, nn::pooling p)
   return nn::gl_net<double>::random({d_ab, d_a}, {k_ab, k_a}, 5, K, 7, 3, p, rng);
 }
 
+/// t/set/aNN, adapter i of a folder of many: two digits, so the folder's order is i's.
+std::string set_member(const temp_dir& t, int i) {
+  char name[32];
+  std::snprintf(name, sizeof name, "set/a%02d", i);
+  return t / name;
+}
+
 io::json_value parse(const std::string& text) { return io::parse_json(text, "lola's stdout"); }
 
 /// The "output" vectors of `lola glnet --json`, in order, with their paths.
@@ -244,9 +251,7 @@ TEST_CASE("features: every kind equals lola::featurize, across chunks of adapter
   std::filesystem::create_directories(t / "set");
   std::vector<std::string> paths;
   for (int i = 0; i < 70; ++i) {
-    char name[32];
-    std::snprintf(name, sizeof name, "set/a%02d", i);
-    paths.push_back(t / name);
+    paths.push_back(set_member(t, i));
     io::save_adapter(make_adapter(rng, 3, 3 + i), paths.back(), io::save_form::directory);
   }
   io::save_adapter(make_adapter(rng, 3, 1), t / "template", io::save_form::directory);
@@ -325,9 +330,7 @@ TEST_CASE("features: an error after the first 64 adapters names the adapter's in
   std::filesystem::create_directories(t / "set");
   std::vector<std::string> paths;
   for (int i = 0; i < 70; ++i) {
-    char name[32];
-    std::snprintf(name, sizeof name, "set/a%02d", i);
-    paths.push_back(t / name);
+    paths.push_back(set_member(t, i));
     loaded a = make_adapter(rng, 3, 3);
     if (i == 67) a.modules[1].name = "base_model.model.m.c";  // a layout the first adapter lacks
     io::save_adapter(a, paths.back(), io::save_form::directory);
