@@ -60,7 +60,7 @@ TEST_SUITE("expr.low_rank") {
     const Eigen::MatrixXf after = lola::dense(L);
     CHECK(after(2, 0) == doctest::Approx(0.5 * 50));
     // Evaluation through a scale keeps borrowing the same memory.
-    decltype(auto) f = lola::detail::eigen_evaluator::factors(2.0f * L);
+    decltype(auto) f = lola::detail::evaluator::factors(2.0f * L);
     CHECK(f.B().data() == b.data());
     CHECK(f.scale() == 1.0f);
   }

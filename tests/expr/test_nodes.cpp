@@ -72,7 +72,7 @@ TEST_SUITE("expr.nodes") {
     CHECK(distance(lola::transpose(T(2) * L1), 2 * o.dW1.transpose()) <=
           product_tolerance<T>(o.r1, 2 * o.n1));
     // Transposing borrowed factors yields views of the same memory.
-    decltype(auto) f = lola::detail::eigen_evaluator::factors(t);
+    decltype(auto) f = lola::detail::evaluator::factors(t);
     CHECK(f.B().data() == o.A1.data());
     CHECK(f.A().data() == o.B1.data());
   }
@@ -113,7 +113,7 @@ TEST_SUITE("expr.nodes") {
     CHECK(right.cols() == 4);
     CHECK(distance(right, o.dW1 * in_double(o.X)) <= product_tolerance<T>(o.k + o.r1, x * o.n1));
     // Right product evaluation borrows B: B·(A·X) is computed without copying B.
-    decltype(auto) f = lola::detail::eigen_evaluator::factors(right);
+    decltype(auto) f = lola::detail::evaluator::factors(right);
     CHECK(f.B().data() == o.B1.data());
 
     // Matrix–vector: dense(L * x) is s·B·(A·x).

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "lola/backend/eigen/reductions.hpp"
+#include "lola/canon/canonical_form.hpp"
 #include "lola/core/random.hpp"
 #include "lola/expr/low_rank.hpp"
 #include "lola/expr/scaled.hpp"
@@ -94,4 +95,30 @@ TEST_SUITE("expr.reductions") {
     MESSAGE("worst error / bound: QR route " << worst_qr << ", Gram route " << worst_gram);
     CHECK(worst_gram > 1.0);
   }
+
+  TEST_CASE_TEMPLATE("norm and qr_form hold where the factors' squared norms overflow", T, float, double) {
+    // B scaled by an exact power of two 2^shift with shift near the top of the exponent range: the
+    // Householder QR of B as it is would square entries past the range (NaN). Scaling by a power of
+    // two changes no digit, so ‖ΔW‖_F and R_B scale by exactly 2^shift and Q_B not at all, up to the
+    // rounding of two different QRs of the same digits: one ε per flop of the p×k product R·A, and
+    // the QR's own backward error of order d·r·ε (Higham, Thm 19.4), relative to the norm.
+    std::mt19937_64 rng(1402);
+    const int d = 24, k = 18, r = 4;
+    const int shift = std::numeric_limits<T>::max_exponent - 12;
+    const matrix<T> B = gaussian<T>(d, r, rng), A = gaussian<T>(r, k, rng);
+    const matrix<T> B_huge = B.unaryExpr([shift](T v) { return std::ldexp(v, shift); });
+    const double tolerance = 4.0 * (d * r + k) * lola_test::eps<T>();
+    const double small = double(lola::norm(lola::factor(B, A)));
+    const double huge = double(lola::norm(lola::factor(B_huge, A)));
+    REQUIRE(std::isfinite(huge));
+    CHECK(std::ldexp(huge, -shift) == doctest::Approx(small).epsilon(tolerance));
+    const auto q_small = lola::qr_form(lola::factor(B, A));
+    const auto q_huge = lola::qr_form(lola::factor(B_huge, A));
+    REQUIRE(q_huge.B().allFinite());
+    REQUIRE(q_huge.A().allFinite());
+    CHECK((q_huge.B() - q_small.B()).norm() <= tolerance * std::sqrt(double(r)));
+    const matrix<T> ra_scaled = q_huge.A().unaryExpr([shift](T v) { return std::ldexp(v, -shift); });
+    CHECK((ra_scaled - q_small.A()).norm() <= tolerance * q_small.A().norm());
+  }
 }
+

@@ -137,4 +137,29 @@ TEST_SUITE("ops.resize") {
     CHECK(zero.retained_fro_fraction == 1.0);
     CHECK(zero.factors.B().isZero(0));
   }
+
+  TEST_CASE_TEMPLATE("rank rules and the retained fraction hold where Σσ² overflows", T, float, double) {
+    // σ near the top of the range: Σσ² is inf in T (and in double for T = double), so a fraction
+    // taken as a ratio of sums of squares is inf/inf. The same module scaled down by an exact power
+    // of two has σ scaled by exactly that power, the same ratios σᵢ/σ₁, and must give the same rank
+    // and fraction. The two σ come from different routes of the factor-space SVD (rescaled and
+    // direct), each with relative error of order 16·(d + k)·ε in σᵢ/σ₁ (low_rank_svd.hpp), and the
+    // fraction moves by at most r times that.
+    std::mt19937_64 rng(1401);
+    const int d = 30, k = 20, r = 5;
+    const int shift = std::numeric_limits<T>::max_exponent - 8;
+    matrix<T> B = gaussian<T>(d, r, rng);
+    const matrix<T> A = gaussian<T>(r, k, rng);
+    const matrix<T> B_huge = B.unaryExpr([shift](T v) { return std::ldexp(v, shift); });
+    for (const auto& rule : {lola::rank_rule::sv_fro(0.8), lola::rank_rule::sv_cumulative(0.7)}) {
+      const auto small = lola::resize(lola::factor(B, A), rule);
+      const auto huge = lola::resize(lola::factor(B_huge, A), rule);
+      REQUIRE(std::isfinite(double(huge.singular_values(0))));
+      CHECK(huge.rank == small.rank);
+      CHECK(std::isfinite(double(huge.retained_fro_fraction)));
+      CHECK(double(huge.retained_fro_fraction) ==
+            doctest::Approx(double(small.retained_fro_fraction)).epsilon(r * 16.0 * (d + k) * lola_test::eps<T>()));
+    }
+  }
 }
+

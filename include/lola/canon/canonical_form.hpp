@@ -24,6 +24,7 @@
 #include <limits>
 
 #include "lola/backend/eigen/evaluate.hpp"
+#include "lola/backend/eigen/primitives.hpp"
 #include "lola/linalg/low_rank_svd.hpp"
 #include "lola/linalg/thin_qr.hpp"
 
@@ -38,59 +39,33 @@ struct canonical_options {
   S gap_threshold = S(-1);   ///< degenerate when min_relative_gap < this, default √ε
 };
 
-template <class S>
+template <class S, class Storage = host_storage>
 struct canonical_result {
-  low_rank_matrix<S> factors;  ///< (B*, A*) with the input's scale
+  owning_low_rank<Storage, S> factors;  ///< (B*, A*) with the input's scale
   Eigen::Matrix<S, Eigen::Dynamic, 1> singular_values;  ///< σ of B·A (scale excluded), descending
   index rank = 0;                                       ///< numerical rank
   S min_relative_gap = std::numeric_limits<S>::infinity();  ///< +inf when rank ≤ 1
   bool degenerate = false;
 };
 
-namespace detail {
-
-/// The sign rule: +1 or −1 per column of U, the sign of its entry of largest magnitude, the first
-/// of equal magnitudes. Two vectorised reductions per column decide it (the largest magnitude is
-/// max(u) or −min(u), and all its entries share its sign unless both occur); only that tie scans.
-template <class MU>
-Eigen::Matrix<typename MU::Scalar, Eigen::Dynamic, 1> sign_rule(const MU& U) {
-  using S = typename MU::Scalar;
-  Eigen::Matrix<S, Eigen::Dynamic, 1> sign = Eigen::Matrix<S, Eigen::Dynamic, 1>::Ones(U.cols());
-  if (U.rows() == 0) return sign;
-  for (index j = 0; j < U.cols(); ++j) {
-    const S high = U.col(j).maxCoeff(), low = U.col(j).minCoeff();
-    if (-low > high) {
-      sign(j) = S(-1);
-    } else if (-low == high) {
-      for (index i = 0; i < U.rows(); ++i)
-        if (std::abs(U(i, j)) == high) {
-          if (U(i, j) < 0) sign(j) = S(-1);
-          break;
-        }
-    }
-  }
-  return sign;
-}
-
-}  // namespace detail
-
 /// The canonical representative of e's GL(r) orbit (see the file comment).
-template <class E, class = std::enable_if_t<is_host_expr_v<E>>>
-canonical_result<scalar_of_t<E>> canonicalize(const E& e,
-                                              canonical_form form = canonical_form::balanced,
-                                              canonical_options<scalar_of_t<E>> options = {}) {
+template <class E, class = std::enable_if_t<is_low_rank_expr_v<E>>>
+canonical_result<scalar_of_t<E>, storage_of_t<E>> canonicalize(
+    const E& e, canonical_form form = canonical_form::balanced,
+    canonical_options<scalar_of_t<E>> options = {}) {
+  using detail::as_compute, detail::largest_magnitude_signs, detail::scale_columns, detail::set_zero;
   using S = scalar_of_t<E>;
-  using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+  using storage = storage_of_t<E>;
   using vector = Eigen::Matrix<S, Eigen::Dynamic, 1>;
-  decltype(auto) f = detail::eigen_evaluator::factors(e);
+  decltype(auto) f = detail::evaluator::factors(e);
   const index d = f.rows(), k = f.cols(), r = f.rank();
-  const auto& B = detail::as_compute<S>(f.B());
-  const auto& A = detail::as_compute<S>(f.A());
-  detail::factor_space_svd<S> svd;
+  const auto& B = as_compute<S>(f.B());
+  const auto& A = as_compute<S>(f.A());
+  detail::factor_space_svd<S, storage> svd;
   detail::require_finite_factors(svd.compute(B, A, S(1), true), "canonicalize", d, k);
   detail::require_finite_singular_values(svd.sigma, "canonicalize", d, k);
 
-  canonical_result<S> out;
+  canonical_result<S, storage> out;
   out.singular_values = svd.sigma;
   const auto& sigma = out.singular_values;
   const S threshold = options.rank_threshold >= 0 ? options.rank_threshold
@@ -104,8 +79,9 @@ canonical_result<scalar_of_t<E>> canonicalize(const E& e,
   out.degenerate = out.min_relative_gap < gap_threshold;
 
   // B* = U·diag(left), A* = diag(right)·Vᵀ over the kept components, one GEMM each from B and A.
-  // The sign rule reads B*'s columns (a positive scaling keeps each column's largest entry), and
-  // the flips it picks are applied to B* in place and folded into A*'s weights.
+  // The sign rule (largest_magnitude_signs) reads B*'s columns (a positive scaling keeps each
+  // column's largest entry), and the flips it picks are applied to B* in place and folded into
+  // A*'s weights.
   vector left(kept), right(kept);
   if (form == canonical_form::balanced) {
     left = sigma.head(kept).cwiseSqrt();
@@ -114,26 +90,29 @@ canonical_result<scalar_of_t<E>> canonicalize(const E& e,
     left = sigma.head(kept);
     right = vector::Ones(kept);
   }
-  matrix B_star(d, r), A_star(r, k);
+  factor_matrix_t<storage, S> B_star(d, r), A_star(r, k);
   svd.u_diagonal_into(B, left, B_star.leftCols(kept));
-  B_star.rightCols(r - kept).setZero();
-  const vector sign = detail::sign_rule(B_star.leftCols(kept));
-  for (index j = 0; j < kept; ++j)
-    if (sign(j) < 0) B_star.col(j) = -B_star.col(j);
+  set_zero(B_star.rightCols(r - kept));
+  const vector sign = largest_magnitude_signs(B_star.leftCols(kept));
+  scale_columns(B_star.leftCols(kept), sign);
   svd.diagonal_vt_into(A, sign.cwiseProduct(right), A_star.topRows(kept));
-  A_star.bottomRows(r - kept).setZero();
-  out.factors = low_rank_matrix<S>(std::move(B_star), std::move(A_star), f.scale());
+  set_zero(A_star.bottomRows(r - kept));
+  out.factors = owning_low_rank<storage, S>(std::move(B_star), std::move(A_star), f.scale());
   return out;
 }
 
 /// (Q_B, R_B·A) with B = Q_B·R_B, Rᵢᵢ ≥ 0: rank min(d, r), the input's scale. GL(r) → O(r) only.
-template <class E, class = std::enable_if_t<is_host_expr_v<E>>>
-low_rank_matrix<scalar_of_t<E>> qr_form(const E& e) {
+/// R_B·A is formed as its transpose Aᵀ·R_Bᵀ, one thin product reading A as stored.
+template <class E, class = std::enable_if_t<is_low_rank_expr_v<E>>>
+owning_low_rank<storage_of_t<E>, scalar_of_t<E>> qr_form(const E& e) {
+  using detail::as_compute, detail::thin_product_into;
   using S = scalar_of_t<E>;
-  decltype(auto) f = detail::eigen_evaluator::factors(e);
-  thin_qr_result<S> qr = thin_qr<S>(detail::as_compute<S>(f.B()));
-  Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> RA = qr.R * detail::as_compute<S>(f.A());
-  return low_rank_matrix<S>(std::move(qr.Q), std::move(RA), f.scale());
+  using storage = storage_of_t<E>;
+  decltype(auto) f = detail::evaluator::factors(e);
+  thin_qr_result<S, storage> qr = thin_qr<S>(as_compute<S>(f.B()));
+  factor_matrix_t<storage, S> RA(qr.R.rows(), f.cols());
+  thin_product_into<S>(as_compute<S>(f.A()).transpose(), qr.R.transpose(), RA.transpose());
+  return owning_low_rank<storage, S>(std::move(qr.Q), std::move(RA), f.scale());
 }
 
 }  // namespace lola

@@ -19,55 +19,59 @@
 #include <Eigen/SVD>
 
 #include "lola/backend/eigen/evaluate.hpp"
-#include "lola/backend/eigen/gram.hpp"
-#include "lola/backend/eigen/thin_product.hpp"
+#include "lola/backend/eigen/primitives.hpp"
 #include "lola/core/shape.hpp"
 
 namespace lola {
 
-template <class S>
+template <class S, class Storage = host_storage>
 struct alignment_result {
-  low_rank_matrix<S> aligned;                            ///< (B·Q, Qᵀ·A), the module's scale
+  owning_low_rank<Storage, S> aligned;                 ///< (B·Q, Qᵀ·A), the module's scale
   Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> Q;  ///< the rotation, r×r
   S min_singular_value = 0;  ///< σ_r(M)/σ₁(M): Q is unique only when this is > 0
 };
 
-/// Aligns `module` to `templ` (both d×k with the same rank r).
+/// Aligns `module` to `templ` (both d×k with the same rank r, factors of one backend).
 template <class E, class T,
-          class = std::enable_if_t<is_host_expr_v<E> && is_host_expr_v<T>>>
-alignment_result<scalar_of_t<E>> o_align(const E& module, const T& templ) {
+          class = std::enable_if_t<is_low_rank_expr_v<E> && is_low_rank_expr_v<T>>>
+alignment_result<scalar_of_t<E>, storage_of_t<E>> o_align(const E& module, const T& templ) {
+  using detail::as_compute, detail::cross_gram_into, detail::thin_product_into;
   using S = scalar_of_t<E>;
+  using storage = storage_of_t<E>;
   using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+  using factor = factor_matrix_t<storage, S>;
   static_assert(std::is_same_v<S, scalar_of_t<T>>,
                 "lola::o_align: module and template must have the same compute scalar");
+  static_assert(std::is_same_v<storage, storage_of_t<T>>,
+                "lola::o_align: module and template must live in the same memory");
   detail::require_shapes(module.rows() == templ.rows() && module.cols() == templ.cols() &&
                              module.rank() == templ.rank(),
                          "o_align (module and template must agree in d, k and r)",
                          "the module's d x k", module.rows(), module.cols(),
                          "the template's d x k", templ.rows(), templ.cols());
-  decltype(auto) f = detail::eigen_evaluator::factors(module);
-  decltype(auto) t = detail::eigen_evaluator::factors(templ);
+  decltype(auto) f = detail::evaluator::factors(module);
+  decltype(auto) t = detail::evaluator::factors(templ);
   const index r = f.rank();
-  alignment_result<S> out;
+  alignment_result<S, storage> out;
+  factor BQ(f.rows(), r), QtA(r, f.cols());
   if (r == 0) {
-    out.aligned = eval(module);
+    out.aligned = owning_low_rank<storage, S>(std::move(BQ), std::move(QtA), f.scale());
     out.Q = matrix(0, 0);
     return out;
   }
-  const auto& B = detail::as_compute<S>(f.B());
-  const auto& A = detail::as_compute<S>(f.A());
+  const auto& B = as_compute<S>(f.B());
+  const auto& A = as_compute<S>(f.A());
   matrix M, from_a;  // M = Bᵀ·B̄ + A·Āᵀ, each a cross-Gram of factors of one shape
-  detail::cross_gram_into<S>(B, detail::as_compute<S>(t.B()), M);
-  detail::cross_gram_into<S>(A.transpose(), detail::as_compute<S>(t.A()).transpose(), from_a);
+  cross_gram_into(B, as_compute<S>(t.B()), M);
+  cross_gram_into(A.transpose(), as_compute<S>(t.A()).transpose(), from_a);
   M += from_a;
   const Eigen::JacobiSVD<matrix> svd(M, Eigen::ComputeFullU | Eigen::ComputeFullV);
   out.Q = svd.matrixU() * svd.matrixV().transpose();
   const auto& sigma = svd.singularValues();
   out.min_singular_value = sigma(0) > 0 ? sigma(r - 1) / sigma(0) : S(0);
-  matrix BQ(f.rows(), r), QtA(r, f.cols());
-  detail::thin_product_into<S>(B, out.Q, BQ);
-  detail::thin_product_into<S>(A.transpose(), out.Q, QtA.transpose());  // (Qᵀ·A)ᵀ = Aᵀ·Q
-  out.aligned = low_rank_matrix<S>(std::move(BQ), std::move(QtA), f.scale());
+  thin_product_into<S>(B, out.Q, BQ);
+  thin_product_into<S>(A.transpose(), out.Q, QtA.transpose());  // (Qᵀ·A)ᵀ = Aᵀ·Q
+  out.aligned = owning_low_rank<storage, S>(std::move(BQ), std::move(QtA), f.scale());
   return out;
 }
 

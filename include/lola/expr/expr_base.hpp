@@ -40,7 +40,8 @@ inline constexpr bool is_eigen_dense_v =
     std::is_base_of_v<Eigen::DenseBase<std::remove_cv_t<std::remove_reference_t<T>>>,
                       std::remove_cv_t<std::remove_reference_t<T>>>;
 
-/// The storage tag of an expression or of an operand.
+/// The storage tag of an expression or of an operand: host_storage for Eigen objects, the nested
+/// `storage` type for expressions and for the factor views of other backends.
 template <class T, class = void>
 struct storage_of {};
 template <class T>
@@ -48,11 +49,29 @@ struct storage_of<T, std::enable_if_t<is_eigen_dense_v<T>>> {
   using type = host_storage;
 };
 template <class T>
-struct storage_of<T, std::enable_if_t<is_low_rank_expr_v<T>>> {
-  using type = typename std::remove_cv_t<std::remove_reference_t<T>>::storage;
+struct storage_of<T, std::enable_if_t<!is_eigen_dense_v<T>, std::void_t<typename T::storage>>> {
+  using type = typename T::storage;
 };
 template <class T>
 using storage_of_t = typename storage_of<std::remove_cv_t<std::remove_reference_t<T>>>::type;
+
+/// True for types that a backend holds factors in (an Eigen dense object, or a view or matrix of
+/// another backend that names its storage).
+template <class T, class = void>
+inline constexpr bool is_factor_v = false;
+template <class T>
+inline constexpr bool is_factor_v<T, std::void_t<storage_of_t<T>>> = !is_low_rank_expr_v<T>;
+
+/// The owning factor type of a backend: a matrix of S in the memory `Storage` names, what the
+/// algorithms return. Each backend specializes it; host memory holds column-major Eigen matrices.
+template <class Storage, class S>
+struct factor_matrix;
+template <class S>
+struct factor_matrix<host_storage, S> {
+  using type = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+};
+template <class Storage, class S>
+using factor_matrix_t = typename factor_matrix<Storage, S>::type;
 
 /// True for low-rank expressions whose operands all live in host memory.
 template <class E, class = void>

@@ -3,7 +3,8 @@
 /// lola::low_rank: the factorization ΔW = s·B·A, the leaf of every expression.
 ///
 /// B is d×r, A is r×k, s a scalar (DESIGN.md §1; in the LoL paper's notation U = B, V = Aᵀ).
-/// The factors are held as the template arguments say:
+/// The factors are held as the template arguments say (Eigen objects for host memory, or the
+/// factor views of another backend, whose storage tag the leaf takes on):
 ///   low_rank_matrix<S>          owns column-major Eigen matrices (what evaluations return);
 ///   low_rank_map<Storage, Opt>  views external memory through Eigen::Map, zero copy (what file
 ///                               readers return; Opt defaults to RowMajor, the layout of files);
@@ -33,10 +34,14 @@ class low_rank : public expr_base<low_rank<BHeld, AHeld>> {
   using a_held = AHeld;
   using b_type = std::remove_cv_t<std::remove_reference_t<BHeld>>;
   using a_type = std::remove_cv_t<std::remove_reference_t<AHeld>>;
-  static_assert(is_eigen_dense_v<b_type> && is_eigen_dense_v<a_type>,
-                "lola::low_rank: the factors must be Eigen dense matrices or expressions");
+  static_assert(is_factor_v<b_type> && is_factor_v<a_type>,
+                "lola::low_rank: the factors must be Eigen dense matrices or expressions, or the "
+                "factor views of another backend");
+  static_assert(std::is_same_v<storage_of_t<b_type>, storage_of_t<a_type>>,
+                "lola::low_rank: B and A must live in the same memory (one storage)");
   using scalar = common_compute_scalar_t<typename b_type::Scalar, typename a_type::Scalar>;
-  using storage = host_storage;
+  /// Where the factors live, deduced from them: host_storage for Eigen objects.
+  using storage = storage_of_t<b_type>;
 
   /// An empty 0×0 factorization of rank 0, for owning factor types.
   template <class B = BHeld, class A = AHeld,
@@ -78,6 +83,11 @@ class low_rank : public expr_base<low_rank<BHeld, AHeld>> {
 template <class S>
 using low_rank_matrix = low_rank<Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>,
                                  Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>>;
+
+/// Owning factors of the compute scalar S in the memory a backend's `Storage` names
+/// (low_rank_matrix<S> for host_storage): what an algorithm returns for factors of that backend.
+template <class Storage, class S>
+using owning_low_rank = low_rank<factor_matrix_t<Storage, S>, factor_matrix_t<Storage, S>>;
 
 /// Non-owning views of external memory holding Storage values, row-major by default.
 template <class Storage, int Options = Eigen::RowMajor>

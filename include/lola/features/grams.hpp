@@ -6,7 +6,7 @@
 /// not included: these describe the stored factors. O((d + k)·r²).
 
 #include "lola/backend/eigen/evaluate.hpp"
-#include "lola/backend/eigen/gram.hpp"
+#include "lola/backend/eigen/primitives.hpp"
 
 namespace lola {
 
@@ -16,13 +16,14 @@ struct factor_grams {
   Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> a_gram;  ///< A·Aᵀ
 };
 
-template <class E, class = std::enable_if_t<is_host_expr_v<E>>>
+template <class E, class = std::enable_if_t<is_low_rank_expr_v<E>>>
 factor_grams<scalar_of_t<E>> grams(const E& e) {
+  using detail::as_compute, detail::gram_into;
   using S = scalar_of_t<E>;
-  decltype(auto) f = detail::eigen_evaluator::factors(e);
+  decltype(auto) f = detail::evaluator::factors(e);
   factor_grams<S> out;
-  detail::gram_into(detail::as_compute<S>(f.B()), out.b_gram);
-  detail::gram_into(detail::as_compute<S>(f.A()).transpose(), out.a_gram);
+  gram_into(as_compute<S>(f.B()), out.b_gram);
+  gram_into(as_compute<S>(f.A()).transpose(), out.a_gram);
   return out;
 }
 

@@ -12,7 +12,7 @@ namespace lola {
 template <class E, class = std::enable_if_t<is_host_expr_v<E>>>
 Eigen::Matrix<scalar_of_t<E>, Eigen::Dynamic, 1> row_sums(const E& e) {
   using S = scalar_of_t<E>;
-  decltype(auto) f = detail::eigen_evaluator::factors(e);
+  decltype(auto) f = detail::evaluator::factors(e);
   const Eigen::Matrix<S, Eigen::Dynamic, 1> a_ones = detail::as_compute<S>(f.A()).rowwise().sum();
   return f.scale() * (detail::as_compute<S>(f.B()) * a_ones);
 }
@@ -20,7 +20,7 @@ Eigen::Matrix<scalar_of_t<E>, Eigen::Dynamic, 1> row_sums(const E& e) {
 template <class E, class = std::enable_if_t<is_host_expr_v<E>>>
 Eigen::Matrix<scalar_of_t<E>, Eigen::Dynamic, 1> column_sums(const E& e) {
   using S = scalar_of_t<E>;
-  decltype(auto) f = detail::eigen_evaluator::factors(e);
+  decltype(auto) f = detail::evaluator::factors(e);
   const Eigen::Matrix<S, Eigen::Dynamic, 1> ones_b =
       detail::as_compute<S>(f.B()).colwise().sum().transpose();
   return f.scale() * (detail::as_compute<S>(f.A()).transpose() * ones_b);

@@ -12,7 +12,7 @@
 namespace lola {
 
 template <class E1, class E2,
-          class = std::enable_if_t<is_host_expr_v<E1> && is_host_expr_v<E2>>>
+          class = std::enable_if_t<is_low_rank_expr_v<E1> && is_low_rank_expr_v<E2>>>
 scalar_of_t<E1> cosine_similarity(const E1& e1, const E2& e2) {
   using S = scalar_of_t<E1>;
   const S dot = inner(e1, e2);

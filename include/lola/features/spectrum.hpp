@@ -30,7 +30,7 @@ namespace detail {
 template <class E>
 Eigen::Matrix<scalar_of_t<E>, Eigen::Dynamic, 1> checked_singular_values(const E& e,
                                                                          const char* function) {
-  const low_rank_svd<scalar_of_t<E>> svd(e, singular_values_only);
+  const low_rank_svd<scalar_of_t<E>, storage_of_t<E>> svd(e, singular_values_only);
   require_finite_factors(svd.info() == Eigen::Success, function, e.rows(), e.cols());
   require_finite_singular_values(svd.singularValues(), function, e.rows(), e.cols());
   return svd.singularValues();
@@ -38,7 +38,7 @@ Eigen::Matrix<scalar_of_t<E>, Eigen::Dynamic, 1> checked_singular_values(const E
 }  // namespace detail
 
 /// The singular values of ΔW, descending; with length ≥ 0, zero-padded or truncated to it.
-template <class E, class = std::enable_if_t<is_host_expr_v<E>>>
+template <class E, class = std::enable_if_t<is_low_rank_expr_v<E>>>
 Eigen::Matrix<scalar_of_t<E>, Eigen::Dynamic, 1> singular_values(const E& e, index length = -1) {
   auto sigma = detail::checked_singular_values(e, "singular_values");
   if (length < 0) return sigma;
@@ -69,7 +69,7 @@ spectral_summary_result<S> spectral_summary_from(const Eigen::Matrix<S, Eigen::D
   return out;
 }
 
-template <class E, class = std::enable_if_t<is_host_expr_v<E>>>
+template <class E, class = std::enable_if_t<is_low_rank_expr_v<E>>>
 spectral_summary_result<scalar_of_t<E>> spectral_summary(const E& e) {
   return spectral_summary_from(detail::checked_singular_values(e, "spectral_summary"));
 }

@@ -63,7 +63,7 @@ template <class S, class X>
 Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> left_singular_basis(
     const Eigen::MatrixBase<X>& x) {
   using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
-  const thin_qr_result<S> qr = thin_qr<S>(x);
+  const thin_qr_result<S> qr = thin_qr<S>(x.derived());
   if (qr.R.rows() == 0) return matrix::Zero(x.rows(), 0);
   const Eigen::JacobiSVD<matrix> svd(qr.R, Eigen::ComputeThinU);
   return qr.Q * svd.matrixU();

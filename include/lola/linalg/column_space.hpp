@@ -2,7 +2,9 @@
 /// @file
 /// The column space of a tall factor X (m×n): a triangular R with XᵀX = RᵀR, and products Q·P with
 /// the orthonormal basis Q = X·R⁻¹ (m×p), without forming Q unless asked. Used by the factor-space
-/// SVD for B and for Aᵀ.
+/// SVD for B and for Aᵀ. X is a factor of any backend: it is read only through the primitives of
+/// backend/primitives.hpp (Gram, thin product, Householder QR, max |x|, 2ᵉ scaling); R and the
+/// conditioning tests are r×r host work.
 ///
 /// Two routes, chosen per factor by its conditioning κ(X) = √(λ_max/λ_min) of the Gram XᵀX
 /// (backend/eigen/gram.hpp). Gershgorin's discs bound the spectrum in O(n²):
@@ -37,46 +39,45 @@
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
 #include <Eigen/Eigenvalues>
-#include <Eigen/QR>
 
-#include "lola/backend/eigen/gram.hpp"
-#include "lola/backend/eigen/householder_r.hpp"
-#include "lola/backend/eigen/thin_product.hpp"
+#include "lola/backend/eigen/primitives.hpp"
 #include "lola/core/config.hpp"
+#include "lola/linalg/thin_qr.hpp"
 
 namespace lola {
 namespace detail {
 
-template <class S>
+template <class S, class Storage = host_storage>
 class column_space {
  public:
   using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+  using factor = factor_matrix_t<Storage, S>;
 
   /// The largest κ(X) for which the Gram route is taken.
   static constexpr S gram_condition_limit = S(4);
 
   template <class X>
-  void compute(const Eigen::MatrixBase<X>& x) {
+  void compute(const X& x) {
     m_ = x.rows();
     exponent_ = 0;
-    scaled_.resize(0, 0);
+    scaled_ = factor();
     const index n = x.cols();
     if (m_ == 0 || n == 0) {
-      factor(x, false);
+      factor_by_route(x, false);
       return;
     }
     if (m_ >= n) {
       gram_into(x, r_);
       if (in_range(r_.diagonal().maxCoeff(), n) || !rescale(x)) {
-        factor(x, true);
+        factor_by_route(x, true);
         return;
       }
-    } else if (in_range(x.colwise().squaredNorm().maxCoeff(), n) || !rescale(x)) {
-      factor(x, false);
+    } else if (in_range(max_column_squared_norm(x), n) || !rescale(x)) {
+      factor_by_route(x, false);
       return;
     }
     if (m_ >= n) gram_into(scaled_, r_);
-    factor(scaled_, m_ >= n);
+    factor_by_route(scaled_, m_ >= n);
   }
 
   /// R, p×n upper triangular (trapezoidal when m < n), p = min(m, n), of 2^-exponent()·X.
@@ -88,8 +89,7 @@ class column_space {
   /// out = Q·P for P with p rows (out: m×P.cols(), any writable block); x must be the matrix
   /// passed to compute(). Gram route: one product, x·(R⁻¹·P) (backend/eigen/thin_product.hpp).
   template <class X, class P, class Out>
-  void basis_times_into(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<P>& p,
-                        Out&& out) const {
+  void basis_times_into(const X& x, const Eigen::MatrixBase<P>& p, Out&& out) const {
     if (gram_) {
       const matrix coefficients = r_.template triangularView<Eigen::Upper>().solve(p);
       if (exponent_ != 0)
@@ -98,17 +98,13 @@ class column_space {
         thin_product_into<S>(x, coefficients, out);
       return;
     }
-    matrix padded = matrix::Zero(m_, p.cols());
-    padded.topRows(p.rows()) = p;
-    padded.applyOnTheLeft(qr_.householderQ());
-    out = padded;
+    qr_.apply_q_into(p, out);
   }
 
   /// out = (Q·P)ᵀ = Pᵀ·Qᵀ (P.cols()×m), written in that layout, with no transpose pass: on the
   /// Gram route outᵀ = x·(R⁻¹·P), one product reading x as stored (A's layout when x = Aᵀ).
   template <class X, class P, class Out>
-  void transposed_basis_times_into(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<P>& p,
-                                   Out&& out) const {
+  void transposed_basis_times_into(const X& x, const Eigen::MatrixBase<P>& p, Out&& out) const {
     if (gram_) {
       const matrix coefficients = r_.template triangularView<Eigen::Upper>().solve(p);
       if (exponent_ != 0)
@@ -117,36 +113,25 @@ class column_space {
         thin_product_into<S>(x, coefficients, out.transpose());
       return;
     }
-    matrix padded = matrix::Zero(p.cols(), m_);
-    padded.leftCols(p.rows()) = p.transpose();
-    padded.applyOnTheRight(qr_.householderQ().transpose());
-    out = padded;
+    qr_.apply_q_transposed_into(p, out);
   }
 
  private:
-  /// Whether a largest squared column norm g keeps both routes clear of overflow and underflow:
-  /// g ≥ m·min/ε, so the underflowed products (each off by < min, m of them) stay below ε·g; and
-  /// g ≤ max/(4n), so sums of n Gram entries (Gershgorin's discs) and the shifted Cholesky stay finite.
-  bool in_range(S g, index n) const {
-    const S low = S(m_) * std::numeric_limits<S>::min() / std::numeric_limits<S>::epsilon();
-    const S high = std::numeric_limits<S>::max() / (S(4) * S(n));
-    return g >= low && g <= high;
-  }
+  bool in_range(S g, index n) const { return squared_norms_in_range<S>(g, m_, n); }
 
   /// scaled_ = 2⁻ᵉ·x with max|scaled_| ∈ [½, 1); false (nothing kept) for a zero or non-finite x.
   template <class X>
-  bool rescale(const Eigen::MatrixBase<X>& x) {
-    const S largest = x.cwiseAbs().maxCoeff();
-    if (!(largest > 0) || !(largest <= std::numeric_limits<S>::max()) || !x.allFinite()) return false;
+  bool rescale(const X& x) {
+    const S largest = max_abs(x);
+    if (!(largest > 0) || !(largest <= std::numeric_limits<S>::max()) || !all_finite(x)) return false;
     std::frexp(largest, &exponent_);
-    const int e = exponent_;
-    scaled_ = x.unaryExpr([e](S v) { return static_cast<S>(std::ldexp(v, -e)); });
+    scaled_ = scaled_by_power_of_two<S>(x, -exponent_);
     return true;
   }
 
   /// R of x by the route its Gram (in r_ when have_gram) allows.
   template <class X>
-  void factor(const Eigen::MatrixBase<X>& x, bool have_gram) {
+  void factor_by_route(const X& x, bool have_gram) {
     gram_ = false;
     if (have_gram) {
       if (well_conditioned(r_)) {
@@ -159,7 +144,7 @@ class column_space {
       }
     }
     qr_.compute(x);
-    r_ = householder_r(qr_);
+    r_ = qr_.R();
   }
 
   /// κ(X)² = λ_max/λ_min of the Gram g ≤ gram_condition_limit², by Gershgorin or else exactly.
@@ -178,8 +163,8 @@ class column_space {
   }
 
   matrix r_;
-  Eigen::HouseholderQR<matrix> qr_;
-  matrix scaled_;  ///< 2⁻ᵉ·X when X was out of range, else empty
+  householder_qr<Storage, S> qr_;
+  factor scaled_;  ///< 2⁻ᵉ·X when X was out of range, else empty
   index m_ = 0;
   int exponent_ = 0;
   bool gram_ = false;

@@ -86,19 +86,19 @@ index numerical_rank(const V& sigma, typename V::Scalar threshold) {
 /// The factor-space SVD in its pieces, s·B·A = (Q_B·P)·Σ·(Q_A·S)ᵀ: the column spaces of B and Aᵀ,
 /// σ, and the core's singular vectors P (core_u) and S (core_v). low_rank_svd forms U and V from
 /// them; canonical forms build U·D and D'·Vᵀ for diagonal D directly, one GEMM each from B or A.
-template <class S>
+template <class S, class Storage = host_storage>
 struct factor_space_svd {
   using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
   using vector = Eigen::Matrix<S, Eigen::Dynamic, 1>;
 
-  column_space<S> b_space, a_space;
+  column_space<S, Storage> b_space, a_space;
   vector sigma;          ///< σ₁ ≥ … ≥ σ_p, p = min(d, k, r)
   matrix core_u, core_v;  ///< P and S, when vectors were requested
 
   /// False (nothing else meaningful) when the factors or s are not finite. σᵢ is +inf only when
   /// the exact σᵢ exceeds the range of S (see the file comment).
   template <class BX, class AX>
-  bool compute(const Eigen::MatrixBase<BX>& B, const Eigen::MatrixBase<AX>& A, S s, bool vectors) {
+  bool compute(const BX& B, const AX& A, S s, bool vectors) {
     b_space.compute(B);
     a_space.compute(A.transpose());
     matrix core = b_space.R() * a_space.R().transpose();  // p_b × p_a, of the rescaled factors
@@ -125,12 +125,12 @@ struct factor_space_svd {
 
   /// out = U·diag(w) over the first w.size() singular vectors (d×n); B as passed to compute().
   template <class BX, class W, class Out>
-  void u_diagonal_into(const Eigen::MatrixBase<BX>& B, const W& w, Out&& out) const {
+  void u_diagonal_into(const BX& B, const W& w, Out&& out) const {
     b_space.basis_times_into(B, core_u.leftCols(w.size()) * w.asDiagonal(), out);
   }
   /// out = diag(w)·Vᵀ over the first w.size() singular vectors (n×k), in A's layout.
   template <class AX, class W, class Out>
-  void diagonal_vt_into(const Eigen::MatrixBase<AX>& A, const W& w, Out&& out) const {
+  void diagonal_vt_into(const AX& A, const W& w, Out&& out) const {
     a_space.transposed_basis_times_into(A.transpose(), core_v.leftCols(w.size()) * w.asDiagonal(),
                                         out);
   }
@@ -174,11 +174,14 @@ struct factor_space_svd {
 
 }  // namespace detail
 
-template <class S>
+/// Storage: the backend of the factors it decomposes (host_storage: Eigen objects); U, V and Vᵀ
+/// are that backend's matrices, σ a host vector.
+template <class S, class Storage = host_storage>
 class low_rank_svd {
  public:
   using scalar = S;
-  using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+  using storage = Storage;
+  using matrix = factor_matrix_t<Storage, S>;
   using vector = Eigen::Matrix<S, Eigen::Dynamic, 1>;
 
   low_rank_svd() = default;
@@ -187,27 +190,28 @@ class low_rank_svd {
     compute(e, options);
   }
 
-  /// Decomposes the matrix a host low-rank expression represents.
-  template <class E, class = std::enable_if_t<is_host_expr_v<E>>>
+  /// Decomposes the matrix a low-rank expression of this backend represents.
+  template <class E, class = std::enable_if_t<is_low_rank_expr_v<E>>>
   low_rank_svd& compute(const E& e, unsigned options = compute_uv) {
     static_assert(std::is_same_v<scalar_of_t<E>, S>,
                   "lola::low_rank_svd<S> decomposes expressions of compute scalar S");
-    decltype(auto) f = detail::eigen_evaluator::factors(e);
-    return compute_factors(detail::as_compute<S>(f.B()), detail::as_compute<S>(f.A()), f.scale(),
-                           options);
+    static_assert(std::is_same_v<storage_of_t<E>, Storage>,
+                  "lola::low_rank_svd<S, Storage> decomposes expressions of that storage");
+    using detail::as_compute;  // the host overload; other backends' by argument-dependent lookup
+    decltype(auto) f = detail::evaluator::factors(e);
+    return compute_factors(as_compute<S>(f.B()), as_compute<S>(f.A()), f.scale(), options);
   }
 
-  /// Decomposes s·B·A for dense B (d×r) and A (r×k).
-  template <class BX, class AX>
-  low_rank_svd& compute_factors(const Eigen::MatrixBase<BX>& B, const Eigen::MatrixBase<AX>& A,
-                                S s = S(1), unsigned options = compute_uv) {
+  /// Decomposes s·B·A for factors B (d×r) and A (r×k) of this backend.
+  template <class BX, class AX, class = std::enable_if_t<is_factor_v<BX> && is_factor_v<AX>>>
+  low_rank_svd& compute_factors(const BX& B, const AX& A, S s = S(1), unsigned options = compute_uv) {
     detail::require_shapes(B.cols() == A.rows(), "low_rank_svd (B's columns must equal A's rows)",
                            "B", B.rows(), B.cols(), "A", A.rows(), A.cols());
     rows_ = B.rows();
     cols_ = A.cols();
     options_ = options;
     computed_ = false;
-    detail::factor_space_svd<S> parts;
+    detail::factor_space_svd<S, Storage> parts;
     if (!parts.compute(B, A, s, options != singular_values_only)) {
       info_ = Eigen::NumericalIssue;
       return *this;
@@ -215,15 +219,15 @@ class low_rank_svd {
     singular_values_ = std::move(parts.sigma);
     const index p = singular_values_.size();
     if (options & compute_u) {
-      u_.resize(rows_, p);
+      u_ = matrix(rows_, p);
       parts.b_space.basis_times_into(B, parts.core_u, u_);
     }
     if (options & compute_v) {
-      v_.resize(cols_, p);
+      v_ = matrix(cols_, p);
       parts.a_space.basis_times_into(A.transpose(), parts.core_v, v_);
     }
     if (options & compute_vt) {
-      vt_.resize(p, cols_);
+      vt_ = matrix(p, cols_);
       parts.a_space.transposed_basis_times_into(A.transpose(), parts.core_v, vt_);
     }
     info_ = Eigen::Success;
@@ -297,7 +301,7 @@ class low_rank_svd {
 };
 
 /// Class template argument deduction from an expression: low_rank_svd svd(e);
-template <class E, class = std::enable_if_t<is_host_expr_v<E>>>
-low_rank_svd(const E&, unsigned = compute_uv) -> low_rank_svd<scalar_of_t<E>>;
+template <class E, class = std::enable_if_t<is_low_rank_expr_v<E>>>
+low_rank_svd(const E&, unsigned = compute_uv) -> low_rank_svd<scalar_of_t<E>, storage_of_t<E>>;
 
 }  // namespace lola

@@ -45,50 +45,54 @@ void check_combination(const Modules& modules, const std::vector<S>& weights, co
 }
 
 /// [c₁B₁ … c_nB_n] and [A₁; …; A_n] with cᵢ = wᵢ·sᵢ applied to B or to A.
-template <class S, class Modules>
-low_rank_matrix<S> stack_modules(const Modules& modules, const std::vector<S>& weights,
-                                 bool weights_on_b) {
+template <class S, class Modules, class Storage = storage_of_t<typename Modules::value_type>>
+owning_low_rank<Storage, S> stack_modules(const Modules& modules, const std::vector<S>& weights,
+                                          bool weights_on_b) {
   index total = 0;
   for (const auto& m : modules) total += m.rank();
-  dense_matrix<S> B(modules[0].rows(), total), A(total, modules[0].cols());
+  factor_matrix_t<Storage, S> B(modules[0].rows(), total), A(total, modules[0].cols());
   index offset = 0;
   for (std::size_t i = 0; i < modules.size(); ++i) {
-    decltype(auto) f = eigen_evaluator::factors(modules[i]);
+    decltype(auto) f = evaluator::factors(modules[i]);
     const S c = weights[i] * f.scale();
     stack_block(f, weights_on_b ? c : S(1), weights_on_b ? S(1) : c, offset, B, A);
     offset += f.rank();
   }
-  return low_rank_matrix<S>(std::move(B), std::move(A), S(1));
+  return owning_low_rank<Storage, S>(std::move(B), std::move(A), S(1));
 }
 
 }  // namespace detail
 
-/// Combines `modules` (a random-access container of host expressions of one type) with `weights`.
-/// `rank` is the target rank of weighted_sum (−1: keep Σ rᵢ, exact) and of svd (−1: max rᵢ).
-template <class Modules, class S = scalar_of_t<typename Modules::value_type>>
-low_rank_matrix<S> combine(const Modules& modules, const std::vector<S>& weights,
-                           combination type = combination::weighted_sum, index rank = -1) {
+/// Combines `modules` (a random-access container of low-rank expressions of one type) with
+/// `weights`. `rank` is the target rank of weighted_sum (−1: keep Σ rᵢ, exact) and of svd (−1:
+/// max rᵢ).
+template <class Modules, class S = scalar_of_t<typename Modules::value_type>,
+          class Storage = storage_of_t<typename Modules::value_type>>
+owning_low_rank<Storage, S> combine(const Modules& modules, const std::vector<S>& weights,
+                                    combination type = combination::weighted_sum, index rank = -1) {
+  using detail::add_scaled, detail::assign_scaled, detail::set_zero;
+  using factor = factor_matrix_t<Storage, S>;
   detail::check_combination(modules, weights, "combine");
   switch (type) {
     case combination::cat: return detail::stack_modules<S>(modules, weights, false);
     case combination::weighted_sum:
     case combination::svd: {
-      low_rank_matrix<S> sum = detail::stack_modules<S>(modules, weights, true);
+      owning_low_rank<Storage, S> sum = detail::stack_modules<S>(modules, weights, true);
       if (type == combination::weighted_sum && rank < 0) return sum;
       index k = rank;
       if (k < 0)
         for (const auto& m : modules) k = std::max(k, m.rank());
-      if (k == 0) return low_rank_matrix<S>(Eigen::Matrix<S, -1, -1>::Zero(sum.rows(), 0),
-                                            Eigen::Matrix<S, -1, -1>::Zero(0, sum.cols()), S(1));
       // The best rank-k approximation in the canonical left form, U_k·Σ_k and V_kᵀ (Eckart–Young),
       // with zero components up to rank k where the sum has fewer.
-      resize_result<S> cut = resize(sum, rank_rule::fixed(k), canonical_form::left);
+      factor B(sum.rows(), k), A(k, sum.cols());
+      set_zero(B);
+      set_zero(A);
+      if (k == 0) return owning_low_rank<Storage, S>(std::move(B), std::move(A), S(1));
+      resize_result<S, Storage> cut = resize(sum, rank_rule::fixed(k), canonical_form::left);
       if (cut.rank == k) return std::move(cut.factors);
-      Eigen::Matrix<S, -1, -1> B = Eigen::Matrix<S, -1, -1>::Zero(sum.rows(), k);
-      Eigen::Matrix<S, -1, -1> A = Eigen::Matrix<S, -1, -1>::Zero(k, sum.cols());
-      B.leftCols(cut.rank) = cut.factors.B();
-      A.topRows(cut.rank) = cut.factors.A();
-      return low_rank_matrix<S>(std::move(B), std::move(A), S(1));
+      assign_scaled(B.leftCols(cut.rank), S(1), cut.factors.B());
+      assign_scaled(A.topRows(cut.rank), S(1), cut.factors.A());
+      return owning_low_rank<Storage, S>(std::move(B), std::move(A), S(1));
     }
     case combination::linear: {
       const index r = modules[0].rank();
@@ -98,16 +102,17 @@ low_rank_matrix<S> combine(const Modules& modules, const std::vector<S>& weights
                       "combine (linear needs equal ranks): module 0 has rank " + std::to_string(r) +
                           " but module " + std::to_string(i) + " has rank " +
                           std::to_string(modules[i].rank()));
-      Eigen::Matrix<S, -1, -1> B = Eigen::Matrix<S, -1, -1>::Zero(modules[0].rows(), r);
-      Eigen::Matrix<S, -1, -1> A = Eigen::Matrix<S, -1, -1>::Zero(r, modules[0].cols());
+      factor B(modules[0].rows(), r), A(r, modules[0].cols());
+      set_zero(B);
+      set_zero(A);
       for (std::size_t i = 0; i < modules.size(); ++i) {
-        decltype(auto) f = detail::eigen_evaluator::factors(modules[i]);
+        decltype(auto) f = detail::evaluator::factors(modules[i]);
         const S c = weights[i] * f.scale();
         const S root = std::sqrt(std::abs(c));
-        B += root * detail::as_compute<S>(f.B());
-        A += (c < 0 ? -root : root) * detail::as_compute<S>(f.A());
+        add_scaled(B, root, f.B());
+        add_scaled(A, c < 0 ? -root : root, f.A());
       }
-      return low_rank_matrix<S>(std::move(B), std::move(A), S(1));
+      return owning_low_rank<Storage, S>(std::move(B), std::move(A), S(1));
     }
   }
   throw error(error_code::invalid_argument, "combine: unknown combination type");

@@ -77,10 +77,12 @@ index select_rank(const Eigen::Matrix<S, Eigen::Dynamic, 1>& sigma, const rank_r
     case rank_rule::kind::sv_fro:
     case rank_rule::kind::sv_cumulative: {
       const bool squares = rule.rule == rank_rule::kind::sv_fro;
+      // On tᵢ = σᵢ/σ₁ ∈ [0, 1], so that no sum of squares overflows where σ itself is finite.
+      const double largest = p > 0 && sigma(0) > 0 ? static_cast<double>(sigma(0)) : 1.0;
       Eigen::Matrix<double, Eigen::Dynamic, 1> cumulative(p);
       double running = 0;
       for (index i = 0; i < p; ++i) {
-        const double s = static_cast<double>(sigma(i));
+        const double s = static_cast<double>(sigma(i)) / largest;
         running += squares ? s * s : s;
         cumulative(i) = running;
       }
@@ -103,37 +105,40 @@ index select_rank(const Eigen::Matrix<S, Eigen::Dynamic, 1>& sigma, const rank_r
   return std::max<index>(1, std::min(k, max_rank));
 }
 
-template <class S>
+template <class S, class Storage = host_storage>
 struct resize_result {
-  low_rank_matrix<S> factors;  ///< B_k (d×k), A_k (k×k_in), the input's scale
-  index rank = 0;              ///< the k chosen
-  S retained_fro_fraction = 1;  ///< ‖ΔW_k‖_F / ‖ΔW‖_F (1 for a zero module)
+  owning_low_rank<Storage, S> factors;  ///< B_k (d×k), A_k (k×k_in), the input's scale
+  index rank = 0;                       ///< the k chosen
+  S retained_fro_fraction = 1;          ///< ‖ΔW_k‖_F / ‖ΔW‖_F (1 for a zero module)
   Eigen::Matrix<S, Eigen::Dynamic, 1> singular_values;  ///< all σ of B·A (scale excluded)
 };
 
 /// ΔW's best approximation of the rank `rule` selects.
-template <class E, class = std::enable_if_t<is_host_expr_v<E>>>
-resize_result<scalar_of_t<E>> resize(const E& e, const rank_rule& rule,
-                                     canonical_form form = canonical_form::left) {
+template <class E, class = std::enable_if_t<is_low_rank_expr_v<E>>>
+resize_result<scalar_of_t<E>, storage_of_t<E>> resize(const E& e, const rank_rule& rule,
+                                                      canonical_form form = canonical_form::left) {
   using S = scalar_of_t<E>;
-  canonical_result<S> c = canonicalize(e, form);
+  using storage = storage_of_t<E>;
+  canonical_result<S, storage> c = canonicalize(e, form);
   const index max_rank = std::min(e.rank(), static_cast<index>(c.singular_values.size()));
-  resize_result<S> out;
+  resize_result<S, storage> out;
   out.rank = select_rank(c.singular_values, rule, max_rank);
   out.singular_values = std::move(c.singular_values);
-  const S total = out.singular_values.squaredNorm();
+  // ‖ΔW_k‖_F/‖ΔW‖_F on tᵢ = σᵢ/σ₁, which cannot overflow (σ descending).
+  const auto& sigma = out.singular_values;
+  const S largest = sigma.size() > 0 ? sigma(0) : S(0);
   out.retained_fro_fraction =
-      total > 0 ? std::sqrt(out.singular_values.head(out.rank).squaredNorm() / total) : S(1);
-  Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> B = c.factors.B().leftCols(out.rank);
-  Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> A = c.factors.A().topRows(out.rank);
-  out.factors = low_rank_matrix<S>(std::move(B), std::move(A), c.factors.scale());
+      largest > 0 ? (sigma.head(out.rank) / largest).norm() / (sigma / largest).norm() : S(1);
+  factor_matrix_t<storage, S> B(c.factors.B().leftCols(out.rank));
+  factor_matrix_t<storage, S> A(c.factors.A().topRows(out.rank));
+  out.factors = owning_low_rank<storage, S>(std::move(B), std::move(A), c.factors.scale());
   return out;
 }
 
 /// Truncation to a fixed rank k (clamped to the module's rank).
-template <class E, class = std::enable_if_t<is_host_expr_v<E>>>
-resize_result<scalar_of_t<E>> truncate(const E& e, index k,
-                                       canonical_form form = canonical_form::left) {
+template <class E, class = std::enable_if_t<is_low_rank_expr_v<E>>>
+resize_result<scalar_of_t<E>, storage_of_t<E>> truncate(const E& e, index k,
+                                                        canonical_form form = canonical_form::left) {
   return resize(e, rank_rule::fixed(k), form);
 }
 

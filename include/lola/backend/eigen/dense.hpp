@@ -14,7 +14,7 @@ namespace lola {
 template <class E, class = std::enable_if_t<is_host_expr_v<E>>>
 Eigen::Matrix<scalar_of_t<E>, Eigen::Dynamic, Eigen::Dynamic> dense(const E& e) {
   using S = scalar_of_t<E>;
-  decltype(auto) f = detail::eigen_evaluator::factors(e);
+  decltype(auto) f = detail::evaluator::factors(e);
   detail::dense_matrix<S> result(f.rows(), f.cols());
   if (f.rank() == 0) {
     result.setZero();

@@ -1,9 +1,11 @@
 #pragma once
 /// @file
-/// Host evaluation of low-rank expressions to factors, and lola::eval.
+/// Evaluation of low-rank expressions to factors, and lola::eval.
 ///
-/// detail::eigen_evaluator::factors(e) turns any host expression into a low_rank leaf whose scale
-/// times B·A equals the expression. It borrows where it can and computes only what the node
+/// detail::evaluator::factors(e) turns an expression into a low_rank leaf whose scale times B·A
+/// equals the expression. Leaves, scalings, transposes and sums work on the factors of any backend
+/// (through backend/primitives.hpp); products with dense matrices and group actions on host
+/// factors. It borrows where it can and computes only what the node
 /// demands:
 ///   leaf            the leaf itself (no copy, whatever the storage scalar);
 ///   c·E             E's factors, borrowed, with the scale multiplied by c;
@@ -24,6 +26,7 @@
 #include <Eigen/Core>
 #include <Eigen/LU>
 
+#include "lola/backend/eigen/primitives.hpp"
 #include "lola/core/error.hpp"
 #include "lola/core/shape.hpp"
 #include "lola/expr/expr_base.hpp"
@@ -37,31 +40,13 @@
 namespace lola {
 namespace detail {
 
-template <class S>
-using dense_matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
-
-/// x read in the compute scalar S: x itself when it already is S, else a lazy conversion.
-template <class S, class X>
-decltype(auto) as_compute(const X& x) {
-  return x.template cast<S>();
-}
-
-/// x as an owning column-major matrix of S: moved when it already is one and x is an rvalue.
-template <class S, class X>
-dense_matrix<S> to_plain(X&& x) {
-  if constexpr (std::is_same_v<std::remove_cv_t<std::remove_reference_t<X>>, dense_matrix<S>>)
-    return std::forward<X>(x);
-  else
-    return x.template cast<S>();
-}
-
 /// One block of a concatenation [… b·B_f …] and [… ; a·A_f ; …]: the factors of f times the
 /// coefficients b and a, written at column `offset` of B and row `offset` of A. Stacking blocks
 /// this way gives the factors of Σ bᵢaᵢ·BᵢAᵢ, of rank Σ rᵢ.
-template <class S, class F>
-void stack_block(const F& f, S b, S a, index offset, dense_matrix<S>& B, dense_matrix<S>& A) {
-  B.middleCols(offset, f.rank()) = b * as_compute<S>(f.B());
-  A.middleRows(offset, f.rank()) = a * as_compute<S>(f.A());
+template <class S, class F, class Factor>
+void stack_block(const F& f, S b, S a, index offset, Factor& B, Factor& A) {
+  assign_scaled(B.middleCols(offset, f.rank()), b, f.B());
+  assign_scaled(A.middleRows(offset, f.rank()), a, f.A());
 }
 
 /// How a factor is held after it is taken from an evaluation result of type F: by reference when
@@ -76,13 +61,14 @@ using taken_a_t = std::conditional_t<std::is_lvalue_reference_v<F>,
                                      const typename std::remove_reference_t<F>::a_type&,
                                      typename std::remove_reference_t<F>::a_held>;
 
-/// The transpose of a taken factor: a view of a borrowed one, a new matrix for an owned one.
-template <class Held>
+/// The transpose of a taken factor: a view of a borrowed one, a new matrix of its backend for an
+/// owned one.
+template <class Held, class Factor = std::remove_cv_t<std::remove_reference_t<Held>>>
 using transposed_factor_t = std::conditional_t<
-    std::is_reference_v<Held>, Eigen::Transpose<const std::remove_cv_t<std::remove_reference_t<Held>>>,
-    Eigen::Matrix<typename std::remove_reference_t<Held>::Scalar, Eigen::Dynamic, Eigen::Dynamic>>;
+    std::is_reference_v<Held>, decltype(std::declval<const Factor&>().transpose()),
+    factor_matrix_t<storage_of_t<Factor>, typename Factor::Scalar>>;
 
-struct eigen_evaluator {
+struct evaluator {
   template <class BH, class AH>
   static const low_rank<BH, AH>& factors(const low_rank<BH, AH>& e) {
     return e;
@@ -116,10 +102,11 @@ struct eigen_evaluator {
     const S s1 = f1.scale(), s2 = f2.scale();
     // One shared scale is kept as it is; different scales are folded into the blocks of B.
     const bool shared = s1 == s2;
-    dense_matrix<S> B(e.rows(), r1 + r2), A(r1 + r2, e.cols());
+    using storage = typename sum<L, R>::storage;
+    factor_matrix_t<storage, S> B(e.rows(), r1 + r2), A(r1 + r2, e.cols());
     stack_block(f1, shared ? S(1) : s1, S(1), 0, B, A);
     stack_block(f2, shared ? S(1) : s2, S(1), r1, B, A);
-    return low_rank_matrix<S>(std::move(B), std::move(A), shared ? s1 : S(1));
+    return owning_low_rank<storage, S>(std::move(B), std::move(A), shared ? s1 : S(1));
   }
 
   template <class MH, class E>
@@ -186,7 +173,7 @@ struct eigen_evaluator {
 template <class E, class = std::enable_if_t<is_host_expr_v<E>>>
 low_rank_matrix<scalar_of_t<E>> eval(const E& e) {
   using S = scalar_of_t<E>;
-  decltype(auto) f = detail::eigen_evaluator::factors(e);
+  decltype(auto) f = detail::evaluator::factors(e);
   using F = decltype(f);
   const S s = f.scale();
   return low_rank_matrix<S>(detail::to_plain<S>(std::forward<F>(f).B()),

@@ -30,7 +30,7 @@
 
 #include <Eigen/Core>
 
-#include "lola/backend/eigen/evaluate.hpp"
+#include "lola/backend/eigen/matrix.hpp"
 #include "lola/backend/eigen/fixed_rank.hpp"
 #include "lola/core/config.hpp"
 

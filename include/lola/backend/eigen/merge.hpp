@@ -47,7 +47,7 @@ void accumulate_product(W& w, const E& e, scalar_of_t<E> sign, const char* funct
                 "lola: merge target W must be a matrix, a Map, a Ref or a block of one");
   detail::require_shapes(w.rows() == e.rows() && w.cols() == e.cols(), function, "W", w.rows(),
                          w.cols(), "the low-rank expression", e.rows(), e.cols());
-  decltype(auto) f = eigen_evaluator::factors(e);
+  decltype(auto) f = evaluator::factors(e);
   if (f.rank() == 0) return;
   const S alpha = sign * f.scale();
   if (may_read_memory_of(f.B(), w) || may_read_memory_of(f.A(), w)) {
