@@ -260,6 +260,24 @@ TEST_SUITE("features.featurize") {
     CHECK(buffer.middleRows(1, 2) == F);
     CHECK(buffer.row(0).isZero(0));
     CHECK(buffer.row(3).isZero(0));
+
+    // Batches against one layout: the first adapter fixes it and checks the others without being
+    // featurized again, and messages name it as the layout does.
+    const lola::feature_table_layout<T> layout = lola::table_layout(a0, options);
+    CHECK(layout.features() == F.cols());
+    CHECK(layout.first_name == "adapter 0");
+    lola::feature_matrix<T> second(1, F.cols());
+    lola::featurize_into(layout, {&a1}, options, second);
+    CHECK(second == F.row(1));
+    io::adapter<T> short_one = a1;
+    const std::string dropped = short_one.modules.back().name;
+    short_one.modules.pop_back();
+    lola::featurize_options<T> named = options;
+    named.indices = {7};
+    named.labels = {"b.safetensors"};
+    const std::string why = error_of([&] { lola::featurize_into(layout, {&short_one}, named, second); },
+                                     lola::error_code::invalid_argument);
+    CHECK(why.find("adapter 7 (b.safetensors) lacks module '" + dropped + "' of adapter 0") != std::string::npos);
   }
 
   TEST_CASE_TEMPLATE("svd: σ of every module, padded or truncated; any rank accepted", T, float,

@@ -621,8 +621,7 @@ inline int features(const features_options& o, streams& s) {
     options.templ = &templ;
   }
 
-  // The first adapter that loads fixes the layout (module order, svd lengths); every chunk is
-  // featurized after it, so that every other adapter is checked against it.
+  // The first adapter that loads fixes the layout (module order, svd lengths).
   progress p("features", paths.size(), s.err());
   std::size_t first_index = 0;
   adapter first;
@@ -637,17 +636,16 @@ inline int features(const features_options& o, streams& s) {
       break;
     }
   }
-  // featurize names adapter k of a batch by options.indices[k], its index in the whole run.
+  // The first adapter fixes the layout and every batch is checked against it (featurize names
+  // adapter k of a batch by options.indices[k], its index in the whole run). The table is float32
+  // and at most 2^30 values (4 GiB).
   options.labels = {paths[first_index]};
   options.indices = {first_index};
-  const std::vector<lola::feature_block> layout = lola::feature_layout(first, options);
-  const std::uint64_t F = layout.empty() ? 0 : static_cast<std::uint64_t>(layout.back().offset + layout.back().size);
-  const std::uint64_t N = paths.size() - first_index, max_elements = std::uint64_t(1) << 30;
-  if (F > 0 && N > max_elements / F)
-    throw lola::error(lola::error_code::invalid_argument,
-                      std::to_string(N) + " adapters x " + std::to_string(F) + " " + lola::to_string(*kind) +
-                          " features exceed the limit of " + std::to_string(max_elements) +
-                          " values (4 GiB of float32); use fewer adapters per file");
+  options.max_elements = std::uint64_t(1) << 30;
+  const lola::feature_table_layout<double> layout = lola::table_layout(first, options);
+  const std::uint64_t F = static_cast<std::uint64_t>(layout.features());
+  const std::uint64_t N = paths.size() - first_index;
+  lola::require_table_fits(N, layout, options);
   Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> table(static_cast<lola::index>(N),
                                                                               static_cast<lola::index>(F));
   std::vector<std::string> row_paths;  // the path of each row written
@@ -656,34 +654,36 @@ inline int features(const features_options& o, streams& s) {
     std::vector<std::size_t> which;
     for (std::size_t i = start; i < std::min(start + adapters_per_chunk, paths.size()); ++i) which.push_back(i);
     const loaded_adapters chunk = load_adapters(paths, which, o.skip_bad, found.skipped, s, p);
-    std::vector<const adapter*> batch{&first};
-    options.indices = {first_index};
-    options.labels = {paths[first_index]};
+    std::vector<const adapter*> batch;
+    options.indices.clear();
+    options.labels.clear();
+    if (start == rest) {  // the first adapter's row, with the first batch
+      batch.push_back(&first);
+      options.indices.push_back(first_index);
+      options.labels.push_back(paths[first_index]);
+    }
     for (std::size_t k = 0; k < chunk.adapters.size(); ++k) {
       batch.push_back(&chunk.adapters[k]);
       options.indices.push_back(chunk.index[k]);
       options.labels.push_back(paths[chunk.index[k]]);
     }
-    const lola::feature_matrix<double> rows = lola::featurize(batch, options);
-    // The first adapter's row is kept from the first chunk only.
-    const std::size_t from = start == rest ? 0 : 1;
-    const auto count = static_cast<lola::index>(batch.size() - from);
+    lola::feature_matrix<double> rows(static_cast<lola::index>(batch.size()), static_cast<lola::index>(F));
+    lola::featurize_into(layout, batch, options, rows);
     // The table is float32: a feature beyond its range is an error naming the adapter, never inf.
-    for (lola::index k = rows.rows() - count; k < rows.rows(); ++k)
+    for (lola::index k = 0; k < rows.rows(); ++k)
       if (rows.cols() > 0 && !(rows.row(k).cwiseAbs().maxCoeff() <= std::numeric_limits<float>::max()))
         throw lola::error(lola::error_code::numerical,
                           adapter_label(options.indices[static_cast<std::size_t>(k)],
                                         paths[options.indices[static_cast<std::size_t>(k)]]) +
                               ": a feature exceeds the float32 range of the table");
-    table.middleRows(static_cast<lola::index>(row_paths.size()), count) =
-        rows.bottomRows(count).template cast<float>();
-    for (std::size_t k = from; k < batch.size(); ++k) row_paths.push_back(paths[options.indices[k]]);
+    table.middleRows(static_cast<lola::index>(row_paths.size()), rows.rows()) = rows.template cast<float>();
+    for (std::size_t k = 0; k < batch.size(); ++k) row_paths.push_back(paths[options.indices[k]]);
   }
 
   const std::uint64_t n = row_paths.size();
   io::json_value path_list = io::json_value::array(), modules = io::json_value::array();
   for (const auto& path : row_paths) path_list.push_back(path);
-  for (const auto& b : layout) {
+  for (const auto& b : layout.blocks) {
     io::json_value entry = io::json_value::array();
     entry.push_back(b.name);
     entry.push_back(static_cast<long long>(b.offset));
@@ -698,7 +698,7 @@ inline int features(const features_options& o, streams& s) {
       o.output, {io::tensor::from_matrix("features", io::dtype::F32, {n, F}, table.topRows(static_cast<lola::index>(n)))},
       metadata);
   s.print(format("wrote %llu x %llu %s features of %zu adapters (%zu modules) to %s", static_cast<unsigned long long>(n),
-                 static_cast<unsigned long long>(F), lola::to_string(*kind), row_paths.size(), layout.size(),
+                 static_cast<unsigned long long>(F), lola::to_string(*kind), row_paths.size(), layout.blocks.size(),
                  shown(o.output).c_str()) +
           (found.skipped.empty() ? "" : format("; %zu skipped", found.skipped.size())) + "\n");
   return 0;

@@ -36,6 +36,8 @@
 /// The (adapter, module) items run in parallel (core/parallel.hpp), each writing its own block.
 /// featurize allocates the N·F values once and refuses, before allocating, when N·F exceeds
 /// options.max_elements (dense mostly: one SD-1.4 UNet adapter has 46,755,840 dense features).
+/// A table too large for one call is built in batches: table_layout once, require_table_fits for
+/// the whole run, then featurize_into per batch of rows.
 ///
 /// Rules, checked before any feature is computed: every adapter has the same module names (as a
 /// set, each name once) and, per module, the same d and k; raw, align and canonical also need the
@@ -213,6 +215,48 @@ std::vector<feature_block> feature_layout(const io::adapter<S>& first,
   return blocks;
 }
 
+/// A feature table's layout, fixed by its first adapter: the blocks of a row (feature_layout) and
+/// the adapter every other row is checked against (the same module names, d and k, and r where the
+/// kind needs it), named in messages as first_name. Holds `first` by pointer: it must outlive the
+/// layout. A table built in batches (featurize_into) keeps one layout for all of them, so the
+/// first adapter is neither reloaded nor featurized again per batch.
+template <class S>
+struct feature_table_layout {
+  const io::adapter<S>* first = nullptr;
+  std::string first_name;
+  std::vector<feature_block> blocks;
+
+  /// F, the number of features in a row.
+  index features() const { return blocks.empty() ? 0 : blocks.back().offset + blocks.back().size; }
+};
+
+/// The layout `first` fixes; `first` is named as options.indices and options.labels name their
+/// entry 0 (adapter 0 when they are empty).
+template <class S>
+feature_table_layout<S> table_layout(const io::adapter<S>& first, const featurize_options<S>& options) {
+  return {&first, detail::adapter_name(0, options), feature_layout(first, options)};
+}
+
+/// Throws invalid_argument, before anything is allocated, when N rows of `layout` exceed
+/// options.max_elements values, naming the largest block (dense features mostly: one SD-1.4 UNet
+/// adapter has 46,755,840).
+template <class S>
+void require_table_fits(std::uint64_t N, const feature_table_layout<S>& layout,
+                        const featurize_options<S>& options) {
+  const auto F = static_cast<std::uint64_t>(layout.features());
+  if (F == 0 || N <= options.max_elements / F) return;
+  const feature_block* largest = &layout.blocks.front();
+  for (const auto& b : layout.blocks)
+    if (b.size > largest->size) largest = &b;
+  throw error(error_code::invalid_argument,
+              detail::featurize_context(options.kind) + ": " + std::to_string(N) + " adapters x " +
+                  std::to_string(F) + " features exceed max_elements = " +
+                  std::to_string(options.max_elements) + "; the largest block is module '" +
+                  largest->name + "' (" +
+                  detail::module_shape(largest->rows, largest->cols, largest->rank) + ", " +
+                  std::to_string(largest->size) + " features)");
+}
+
 namespace detail {
 
 /// The checks that need no layout: labels, indices, template, null pointers.
@@ -237,15 +281,17 @@ void check_featurize_inputs(const std::vector<const io::adapter<S>*>& adapters,
                   context + ": " + adapter_name(i, options) + " is a null pointer");
 }
 
-/// Matches every adapter's modules to `blocks` (the layout of adapters[0]), checks them, and fills
-/// the N rows of F values at out, out + stride, ….
+/// Matches every adapter's modules to the blocks of `layout`, checks them against layout.first,
+/// and fills the N rows of F values at out, out + stride, ….
 template <class S>
-void featurize_rows(const std::vector<const io::adapter<S>*>& adapters,
-                    const featurize_options<S>& options, const std::vector<feature_block>& blocks,
-                    S* out, index stride) {
+void featurize_rows(const feature_table_layout<S>& layout,
+                    const std::vector<const io::adapter<S>*>& adapters,
+                    const featurize_options<S>& options, S* out, index stride) {
   const std::string context = featurize_context(options.kind);
   const auto name_of = [&](std::size_t i) { return adapter_name(i, options); };
-  const io::adapter<S>& first = *adapters.front();
+  const std::string& first_name = layout.first_name;
+  const std::vector<feature_block>& blocks = layout.blocks;
+  const io::adapter<S>& first = *layout.first;
   const index L = static_cast<index>(blocks.size());
   const index N = static_cast<index>(adapters.size());
   const bool same_rank = options.kind == feature_kind::raw || options.kind == feature_kind::align ||
@@ -268,11 +314,11 @@ void featurize_rows(const std::vector<const io::adapter<S>*>& adapters,
     templ[j] = options.templ->find(b.name);
     if (templ[j] == nullptr)
       throw error(error_code::invalid_argument,
-                  context + ": the template lacks module '" + b.name + "' of " + name_of(0));
+                  context + ": the template lacks module '" + b.name + "' of " + first_name);
     if (templ[j]->rows() != b.rows || templ[j]->cols() != b.cols || templ[j]->rank() != b.rank)
       throw error(error_code::shape_mismatch,
                   context + ": module '" + b.name + "' is " + module_shape(b.rows, b.cols, b.rank) +
-                      " in " + name_of(0) + " but " +
+                      " in " + first_name + " but " +
                       module_shape(templ[j]->rows(), templ[j]->cols(), templ[j]->rank()) +
                       " in the template");
   }
@@ -287,7 +333,7 @@ void featurize_rows(const std::vector<const io::adapter<S>*>& adapters,
       if (it == position.end())
         throw error(error_code::invalid_argument,
                     context + ": " + name_of(std::size_t(i)) + " has module '" + m.name +
-                        "', which " + name_of(0) + " lacks");
+                        "', which " + first_name + " lacks");
       const index j = it->second;
       if (row[j] != nullptr)
         throw error(error_code::invalid_argument, context + ": " + name_of(std::size_t(i)) +
@@ -297,7 +343,7 @@ void featurize_rows(const std::vector<const io::adapter<S>*>& adapters,
       if (m.rows() != b.rows || m.cols() != b.cols || (same_rank && m.rank() != r0))
         throw error(error_code::shape_mismatch,
                     context + ": module '" + m.name + "' is " + module_shape(b.rows, b.cols, r0) +
-                        " in " + name_of(0) + " but " +
+                        " in " + first_name + " but " +
                         module_shape(m.rows(), m.cols(), m.rank()) + " in " +
                         name_of(std::size_t(i)) +
                         (same_rank ? "; raw, align and canonical features need one d, k and r per "
@@ -309,7 +355,7 @@ void featurize_rows(const std::vector<const io::adapter<S>*>& adapters,
       if (row[j] == nullptr)
         throw error(error_code::invalid_argument,
                     context + ": " + name_of(std::size_t(i)) + " lacks module '" +
-                        blocks[std::size_t(j)].name + "' of " + name_of(0));
+                        blocks[std::size_t(j)].name + "' of " + first_name);
   });
 
   parallel_for(N * L, [&](index item) {
@@ -360,28 +406,42 @@ struct non_deduced {
   using type = S;
 };
 
-inline index feature_count(const std::vector<feature_block>& blocks) {
-  return blocks.empty() ? 0 : blocks.back().offset + blocks.back().size;
-}
-
 }  // namespace detail
 
-/// Writes the features of adapters[i] into row i of `out`, which must be N×F (F from
-/// feature_layout): one buffer reused across batches, or rows of a larger one. Allocates only the
-/// per-module work and an N·L table of module pointers; max_elements is not consulted.
+/// Writes the features of adapters[i] into row i of `out`, which must be N×F (F from the layout):
+/// one buffer reused across batches, or rows of a larger one. `layout` fixes the blocks and the
+/// adapter the batch is checked against (table_layout of the run's first adapter, which need not
+/// be in the batch). Allocates only the per-module work and an N·L table of module pointers;
+/// max_elements is not consulted (require_table_fits).
+template <class S>
+void featurize_into(const feature_table_layout<S>& layout, const std::vector<const io::adapter<S>*>& adapters,
+                    const featurize_options<S>& options,
+                    Eigen::Ref<feature_matrix<typename detail::non_deduced<S>::type>> out) {
+  detail::check_featurize_inputs(adapters, options);
+  if (layout.first == nullptr)
+    throw error(error_code::invalid_argument,
+                detail::featurize_context(options.kind) + ": the layout has no first adapter");
+  const index N = static_cast<index>(adapters.size()), F = layout.features();
+  detail::require_shapes(out.rows() == N && out.cols() == F,
+                         "featurize_into (the output must be N x F, one row per adapter)",
+                         "the output", out.rows(), out.cols(), "N x F", N, F);
+  if (!adapters.empty())
+    detail::featurize_rows(layout, adapters, options, out.data(), static_cast<index>(out.outerStride()));
+}
+
+/// featurize_into with the layout of adapters[0].
 template <class S>
 void featurize_into(const std::vector<const io::adapter<S>*>& adapters,
                     const featurize_options<S>& options,
                     Eigen::Ref<feature_matrix<typename detail::non_deduced<S>::type>> out) {
   detail::check_featurize_inputs(adapters, options);
-  const std::vector<feature_block> blocks =
-      adapters.empty() ? std::vector<feature_block>() : feature_layout(*adapters.front(), options);
-  const index N = static_cast<index>(adapters.size()), F = detail::feature_count(blocks);
-  detail::require_shapes(out.rows() == N && out.cols() == F,
-                         "featurize_into (the output must be N x F, one row per adapter)",
-                         "the output", out.rows(), out.cols(), "N x F", N, F);
-  if (!adapters.empty())
-    detail::featurize_rows(adapters, options, blocks, out.data(), static_cast<index>(out.outerStride()));
+  if (adapters.empty()) {
+    detail::require_shapes(out.rows() == 0 && out.cols() == 0,
+                           "featurize_into (the output must be N x F, one row per adapter)",
+                           "the output", out.rows(), out.cols(), "N x F", 0, 0);
+    return;
+  }
+  featurize_into(table_layout(*adapters.front(), options), adapters, options, out);
 }
 
 /// The N×F feature matrix of `adapters`, row i for adapters[i] (see the file comment); 0×0 for
@@ -391,22 +451,10 @@ feature_matrix<S> featurize(const std::vector<const io::adapter<S>*>& adapters,
                             const featurize_options<S>& options = {}) {
   detail::check_featurize_inputs(adapters, options);
   if (adapters.empty()) return feature_matrix<S>(0, 0);
-  const std::vector<feature_block> blocks = feature_layout(*adapters.front(), options);
-  const feature_block* largest = nullptr;
-  for (const auto& b : blocks)
-    if (largest == nullptr || b.size > largest->size) largest = &b;
-  const auto N = static_cast<std::uint64_t>(adapters.size());
-  const auto F = static_cast<std::uint64_t>(detail::feature_count(blocks));
-  if (F > 0 && N > options.max_elements / F)
-    throw error(error_code::invalid_argument,
-                detail::featurize_context(options.kind) + ": " + std::to_string(N) +
-                    " adapters x " + std::to_string(F) + " features exceed max_elements = " +
-                    std::to_string(options.max_elements) + "; the largest block is module '" +
-                    largest->name + "' (" +
-                    detail::module_shape(largest->rows, largest->cols, largest->rank) + ", " +
-                    std::to_string(largest->size) + " features)");
-  feature_matrix<S> out(static_cast<index>(N), static_cast<index>(F));
-  detail::featurize_rows(adapters, options, blocks, out.data(), static_cast<index>(F));
+  const feature_table_layout<S> layout = table_layout(*adapters.front(), options);
+  require_table_fits(adapters.size(), layout, options);
+  feature_matrix<S> out(static_cast<index>(adapters.size()), layout.features());
+  detail::featurize_rows(layout, adapters, options, out.data(), layout.features());
   return out;
 }
 
