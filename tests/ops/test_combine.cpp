@@ -77,6 +77,36 @@ TEST_SUITE("ops.combine") {
     CHECK(lola::combine(m.modules, m.weights, lola::combination::svd).rank() == 4);
   }
 
+  TEST_CASE_TEMPLATE("within a rank budget: exact up to it, the best approximation beyond, with the kept fraction",
+                     T, float, double) {
+    three_modules<T> m({2, 3, 4});
+    const Eigen::BDCSVD<matrix_d> svd(m.weighted_sum, Eigen::ComputeThinU | Eigen::ComputeThinV);
+    const auto& sigma = svd.singularValues();
+    const double tolerance = product_tolerance<T>(m.d + m.k + 9, m.norm_sum);
+    for (int k : {9, 12}) {  // Σ rᵢ = 9 fits: the exact sum, rank 9, nothing lost
+      const auto fits = lola::weighted_sum_within_rank(m.modules, m.weights, k);
+      CHECK(fits.rank == 9);
+      CHECK(fits.factors.rank() == 9);
+      CHECK(fits.retained_fro_fraction == T(1));
+      CHECK((in_double(lola::dense(fits.factors)) - m.weighted_sum).norm() <= product_tolerance<T>(9, m.norm_sum));
+    }
+    for (int k : {1, 4}) {
+      const auto cut = lola::weighted_sum_within_rank(m.modules, m.weights, k);
+      CHECK(cut.rank == k);
+      const matrix_d best = svd.matrixU().leftCols(k) * sigma.head(k).asDiagonal() *
+                            svd.matrixV().leftCols(k).transpose();
+      const double bound = tolerance * (1.0 + 2.0 * sigma(0) / (sigma(k - 1) - sigma(k)));  // Wedin, as above
+      CHECK((in_double(lola::dense(cut.factors)) - best).norm() <= bound);
+      // ‖ΔW_k‖/‖ΔW‖ from the dense σ; each σᵢ is off by at most the tolerance (Weyl).
+      const double fraction = sigma.head(k).norm() / sigma.norm();
+      CHECK(std::abs(double(cut.retained_fro_fraction) - fraction) <= 4.0 * tolerance / sigma.norm());
+    }
+    const auto nothing = lola::weighted_sum_within_rank(m.modules, m.weights, 0);
+    CHECK(nothing.rank == 0);
+    CHECK(nothing.retained_fro_fraction == T(0));
+    CHECK_THROWS_AS(lola::weighted_sum_within_rank(m.modules, m.weights, -1), lola::error);
+  }
+
   TEST_CASE_TEMPLATE("PEFT linear combines A and B separately: cross terms, not the weighted sum", T,
                      float, double) {
     three_modules<T> m({3, 3, 3});

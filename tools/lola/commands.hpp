@@ -388,16 +388,11 @@ inline int merge(const merge_options& o, streams& s) {
     }
     const lola::index k = rank > 0 ? static_cast<lola::index>(rank) : max_rank;
     try {
-      auto sum = lola::combine(deltas, w, lola::combination::weighted_sum);
+      const auto sum = lola::weighted_sum_within_rank(deltas, w, k);
+      retained[n] = sum.retained_fro_fraction;
       module merged = m0;
       merged.extras.clear();
-      if (sum.rank() <= k) {
-        merged.set_factors(sum.B(), sum.A(), 1.0);
-      } else {
-        auto r = lola::resize(sum, lola::rank_rule::fixed(k));
-        retained[n] = r.retained_fro_fraction;
-        merged.set_factors(r.factors.B(), r.factors.A(), 1.0);
-      }
+      merged.set_factors(sum.factors.B(), sum.factors.A(), 1.0);
       result.modules[n] = std::move(merged);
     } catch (const lola::error& e) {
       throw lola::error(e.code(), where + ": " + e.message());

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "lola/backend/eigen/reductions.hpp"
 #include "lola/canon/canonical_form.hpp"
 #include "lola/core/shape.hpp"
 #include "lola/ops/resize.hpp"
@@ -116,6 +117,32 @@ owning_low_rank<Storage, S> combine(const Modules& modules, const std::vector<S>
     }
   }
   throw error(error_code::invalid_argument, "combine: unknown combination type");
+}
+
+/// The weighted sum Σ cᵢ·BᵢAᵢ (cᵢ = wᵢ·sᵢ, scale 1) within a rank budget k ≥ 0: exact, of rank Σ rᵢ,
+/// when Σ rᵢ ≤ k; otherwise its best rank-k approximation (Eckart–Young, canonical left form, from
+/// the factor-space SVD of the stacked factors). The result says the rank kept and the fraction
+/// ‖ΔW_k‖_F/‖ΣΔW‖_F (1 when exact, and then singular_values is empty): what merging adapters into
+/// a rank budget reports per module.
+template <class Modules, class S = scalar_of_t<typename Modules::value_type>,
+          class Storage = storage_of_t<typename Modules::value_type>>
+resize_result<S, Storage> weighted_sum_within_rank(const Modules& modules, const std::vector<S>& weights,
+                                                   index k) {
+  detail::check_combination(modules, weights, "weighted_sum_within_rank");
+  if (k < 0)
+    throw error(error_code::invalid_argument,
+                "weighted_sum_within_rank: the rank budget must be >= 0, got " + std::to_string(k));
+  owning_low_rank<Storage, S> sum = detail::stack_modules<S>(modules, weights, true);
+  if (sum.rank() > k && k > 0) return resize(sum, rank_rule::fixed(k), canonical_form::left);
+  resize_result<S, Storage> out;
+  if (sum.rank() > k) {  // k = 0: the empty approximation keeps nothing of a nonzero sum
+    factor_matrix_t<Storage, S> B(sum.rows(), 0), A(0, sum.cols());
+    out.retained_fro_fraction = norm(sum) > 0 ? S(0) : S(1);
+    sum = owning_low_rank<Storage, S>(std::move(B), std::move(A), S(1));
+  }
+  out.rank = sum.rank();
+  out.factors = std::move(sum);
+  return out;
 }
 
 }  // namespace lola
