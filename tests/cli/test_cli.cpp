@@ -407,7 +407,7 @@ void check_inspect_json(const run_result& r, const std::string& path, const char
   std::vector<std::string> expected_order;
   for (const auto& m : modules) expected_order.push_back(m.name);
   const std::string weights =
-      io::detail::path_is_directory(path) ? path + "/adapter_model.safetensors" : path;
+      io::is_directory(path) ? path + "/adapter_model.safetensors" : path;
   CHECK(header_module_order(weights) == expected_order);
 
   REQUIRE(j.find("modules"));
@@ -741,7 +741,7 @@ TEST_CASE("canonicalize: PEFT directory and kohya file, balanced and left forms"
     // PEFT directory → directory.
     const std::string out_dir = t / (std::string("canon_") + form);
     check_ok(run_lola(t, {"canonicalize", dir, "-o", out_dir, "--form", form}));
-    CHECK(io::detail::path_is_directory(out_dir));
+    CHECK(io::is_directory(out_dir));
     const auto out = io::load_adapter<double>(out_dir);
     check_same_structure(out, io::adapter_format::peft, peft);
     for (const auto& m : peft) check_canonical_module(module_named(out, m.name), m, balanced);
@@ -1236,7 +1236,7 @@ TEST_CASE("invalid input: exit 1, one line naming the problem, nothing written")
     // kohya file onto an existing directory: refused, the directory untouched.
     std::filesystem::create_directories(t / "a_dir");
     check_invalid_input(run_lola(t, {"canonicalize", good_kohya, "-o", t / "a_dir"}), {"a_dir"});
-    CHECK(io::detail::path_is_directory(t / "a_dir"));
+    CHECK(io::is_directory(t / "a_dir"));
     CHECK(std::filesystem::is_empty(t / "a_dir"));
     CHECK(temporaries_under(t.path).empty());
   }

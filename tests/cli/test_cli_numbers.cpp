@@ -101,7 +101,7 @@ bool all_finite(const std::string& path) {
 
 /// The weights file of an adapter path (a PEFT directory or a .safetensors file).
 std::string weights_of(const std::string& path) {
-  return io::detail::path_is_directory(path) ? path + "/adapter_model.safetensors" : path;
+  return io::is_directory(path) ? path + "/adapter_model.safetensors" : path;
 }
 
 /// Saves in the adapter's natural form: PEFT as a directory, kohya as a file.

@@ -92,7 +92,7 @@ inline std::string check_peft_config_input(const std::uint8_t* data, std::size_t
       const std::size_t got =
           found ? static_cast<std::size_t>(found - reference.patterns->entries().data()) : pattern_set::npos;
       if (got != expected)
-        return "name \"" + lola::io::detail::printable(name) + "\": the set gives key " + std::to_string(got) +
+        return "name \"" + lola::io::printable(name) + "\": the set gives key " + std::to_string(got) +
                ", key-by-key matching gives " + std::to_string(expected);
     }
     try {

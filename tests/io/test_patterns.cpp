@@ -269,7 +269,7 @@ TEST_CASE("constructs RE2 lacks or rejects: a lola::error naming the key") {
     CAPTURE(b.key);
     const auto e = thrown_by([&] { find({"q_proj", b.key}, "x"); });
     CHECK(e.code() == b.code);
-    CHECK(contains(e.what(), "cfg: key \"" + io::detail::printable(b.key) + "\""));
+    CHECK(contains(e.what(), "cfg: key \"" + io::printable(b.key) + "\""));
   }
   const auto missing = thrown_by([] { find({"[q"}, "x"); });
   CHECK(contains(missing.what(), "missing ]"));  // the key's own error, not one inside the wrapper

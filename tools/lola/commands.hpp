@@ -128,11 +128,9 @@ inline adapter load(const std::string& path, const streams& s) {
   return a;
 }
 
-inline bool is_directory(const std::string& path) { return io::detail::path_is_directory(path); }
-
 /// Saves in the form of `like` (a directory for a directory input, a file for a file).
 inline void save(const adapter& a, const std::string& like, const std::string& out) {
-  io::save_adapter(a, out, is_directory(like) ? io::save_form::directory : io::save_form::file);
+  io::save_adapter(a, out, io::is_directory(like) ? io::save_form::directory : io::save_form::file);
 }
 
 inline std::string fmt(double v, const char* format_string = "%.4g") {
@@ -234,7 +232,7 @@ struct canonicalize_options {
 };
 
 inline int canonicalize(const canonicalize_options& o, streams& s) {
-  check_output_is_not_an_input(o.output, is_directory(o.path), {{o.path, input_role::replaced, "PATH"}});
+  check_output_is_not_an_input(o.output, io::is_directory(o.path), {{o.path, input_role::replaced, "PATH"}});
   const auto form = o.form == "left" ? lola::canonical_form::left : lola::canonical_form::balanced;
   adapter a = load(o.path, s);
   std::atomic<int> degenerate{0};
@@ -275,7 +273,7 @@ inline int resize(const resize_options& o, streams& s) {
     rules.push_back(lola::rank_rule::sv_ratio(x));
   }
   if (rules.size() != 1) throw usage_error("give exactly one of --rank, --sv-fro, --sv-ratio, --sv-cumulative");
-  check_output_is_not_an_input(o.output, is_directory(o.path), {{o.path, input_role::replaced, "PATH"}});
+  check_output_is_not_an_input(o.output, io::is_directory(o.path), {{o.path, input_role::replaced, "PATH"}});
   adapter a = load(o.path, s);
   std::vector<lola::index> old_rank(a.modules.size());
   std::vector<double> retained(a.modules.size());
@@ -318,7 +316,7 @@ inline int merge(const merge_options& o, streams& s) {
   const std::int64_t rank = o.rank ? integer_value("--rank", *o.rank, 1) : -1;
   std::vector<input_file> inputs;
   for (const auto& p : paths) inputs.push_back({p, input_role::replaced, "PATH"});
-  check_output_is_not_an_input(o.output, is_directory(paths[0]), inputs);
+  check_output_is_not_an_input(o.output, io::is_directory(paths[0]), inputs);
 
   std::vector<adapter> adapters;
   {
@@ -416,7 +414,7 @@ struct align_options {
 };
 
 inline int align(const align_options& o, streams& s) {
-  check_output_is_not_an_input(o.output, is_directory(o.path),
+  check_output_is_not_an_input(o.output, io::is_directory(o.path),
                                {{o.path, input_role::replaced, "PATH"}, {o.templ, input_role::read, "--template"}});
   const adapter templ = load(o.templ, s);
   adapter a = load(o.path, s);

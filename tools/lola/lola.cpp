@@ -12,7 +12,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     // run() maps every error it expects; anything else is a bug in lola, reported rather than
     // ending in std::terminate. (The fuzz target calls run() directly, so there it is a finding.)
-    std::fprintf(stderr, "lola: internal error: %s\n", lola::io::detail::printable(e.what()).c_str());
+    std::fprintf(stderr, "lola: internal error: %s\n", lola::io::printable(e.what()).c_str());
     return 1;
   }
 }

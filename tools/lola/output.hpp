@@ -3,7 +3,7 @@
 // and reports a failure as lola::error (error_code::io): a full disk (ENOSPC, /dev/full), a closed
 // pipe (EPIPE; the tool ignores SIGPIPE so that a closed pipe is an error, not a signal) or any
 // other write error makes the command exit 1 with a message, never 0 with a cut output.
-// Messages go to the diagnostic stream as one line each, escaped with io::detail::printable.
+// Messages go to the diagnostic stream as one line each, escaped with io::printable.
 
 #include <cerrno>
 #include <cstdarg>
@@ -35,7 +35,7 @@ inline std::string format(const char* fmt, ...) {
 }
 
 /// A name from a file or a user, escaped for the terminal (see lola/io/printable.hpp).
-inline std::string shown(std::string_view name) { return lola::io::detail::printable(name); }
+inline std::string shown(std::string_view name) { return lola::io::printable(name); }
 
 class streams {
  public:
@@ -62,7 +62,7 @@ class streams {
 
   /// One line on the diagnostic stream: the message escaped, then '\n'.
   void message(std::string_view text) const {
-    const std::string line = lola::io::detail::printable(text) + "\n";
+    const std::string line = lola::io::printable(text) + "\n";
     std::fwrite(line.data(), 1, line.size(), err_);
     std::fflush(err_);
   }

@@ -19,6 +19,8 @@
 #include <utility>
 #include <vector>
 
+#include <lola/io/load.hpp>
+
 #include "usage_error.hpp"
 
 namespace lola_cli {
@@ -44,11 +46,6 @@ inline std::string parent_of(const std::string& path) {
   const auto slash = p.find_last_of('/');
   if (slash == std::string::npos) return ".";
   return slash == 0 ? "/" : p.substr(0, slash);
-}
-
-inline bool is_directory(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 /// (path, identity) of every existing file among `paths`.
@@ -80,7 +77,7 @@ struct input_file {
 inline void check_output_is_not_an_input(const std::string& out, bool as_directory,
                                          const std::vector<input_file>& inputs) {
   std::vector<std::string> out_files{out};
-  if (as_directory || detail::is_directory(out)) {
+  if (as_directory || lola::io::is_directory(out)) {
     out_files.push_back(out + "/adapter_model.safetensors");
     out_files.push_back(out + "/adapter_config.json");
   }
@@ -93,7 +90,7 @@ inline void check_output_is_not_an_input(const std::string& out, bool as_directo
     const bool in_exists = detail::identify(path, in_id);
     if (role == input_role::replaced && in_exists && out_exists && in_id == out_id) continue;  // whole
     std::vector<std::string> read{path};
-    if (detail::is_directory(path)) {
+    if (lola::io::is_directory(path)) {
       read.push_back(path + "/adapter_model.safetensors");
       read.push_back(path + "/adapter_config.json");
     } else {

@@ -27,12 +27,14 @@
 
 namespace lola::io {
 
-namespace detail {
-
-inline bool path_is_directory(const std::string& path) {
+/// Whether path names a directory, following symbolic links: what load_adapter takes for a PEFT
+/// adapter directory.
+inline bool is_directory(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
+
+namespace detail {
 
 inline bool path_exists(const std::string& path) {
   struct stat st {};
@@ -106,7 +108,7 @@ struct load_options {
 template <class S = float>
 adapter<S> load_adapter(const std::string& path, const load_options& options = {}) {
   std::string weights = path, config_path;
-  if (detail::path_is_directory(path)) {
+  if (is_directory(path)) {
     weights = detail::join_path(path, "adapter_model.safetensors");
     config_path = detail::join_path(path, "adapter_config.json");
     if (!detail::path_entry_exists(weights)) {

@@ -139,7 +139,7 @@ struct peft_config {
       if (!type->is_string() || type->as_string() != "LORA")
         throw error(error_code::unsupported,
                     source + ": peft_type is " +
-                        detail::printable(type->is_string() ? type->as_string() : type->dump()) +
+                        printable(type->is_string() ? type->as_string() : type->dump()) +
                         "; lola reads LORA adapters");
     }
     number("r", c.r, true);

@@ -68,14 +68,18 @@ inline bool escaped_code_point(char32_t cp) noexcept {
          (cp >= 0x2066 && cp <= 0x2069);
 }
 
+}  // namespace lola::io::detail
+
+namespace lola::io {
+
 /// s with everything a terminal could act on escaped (see the file comment).
 inline std::string printable(std::string_view s) {
   static constexpr char hex[] = "0123456789ABCDEF";
   std::string out;
   out.reserve(s.size());
   for (std::size_t i = 0; i < s.size();) {
-    const std::size_t n = utf8_sequence_length(s, i);
-    if (n == 0 || escaped_code_point(utf8_code_point(s, i, n))) {
+    const std::size_t n = detail::utf8_sequence_length(s, i);
+    if (n == 0 || detail::escaped_code_point(detail::utf8_code_point(s, i, n))) {
       const std::size_t bytes = n == 0 ? 1 : n;
       for (std::size_t k = 0; k < bytes; ++k) {
         const auto c = static_cast<unsigned char>(s[i + k]);
@@ -93,4 +97,4 @@ inline std::string printable(std::string_view s) {
   return out;
 }
 
-}  // namespace lola::io::detail
+}  // namespace lola::io
