@@ -6,16 +6,24 @@
 #include <random>
 #include <vector>
 
+#include <Eigen/Cholesky>
+#include <Eigen/Eigenvalues>
+#include <Eigen/QR>
+#include <Eigen/SVD>
+
 #include <thrust/system/cpp/execution_policy.h>
 #include <thrust/system/omp/execution_policy.h>
 
 #include "lola/backend/eigen/gram.hpp"
 #include "lola/backend/thrust/batched_spectra.hpp"
+#include "lola/core/random.hpp"
+#include "lola/linalg/low_rank_svd.hpp"
 #include "support/errors.hpp"
 #include "support/test_support.hpp"
 
 using lola_test::gaussian;
 using lola_test::matrix;
+using lola_test::matrix_d;
 
 namespace {
 // n modules of rank r with their own shapes, Grams stored one after another (column-major r×r).
@@ -29,7 +37,8 @@ template <class T>
 batch<T> random_batch(int n, int r, std::mt19937_64& rng) {
   batch<T> out{n, r, std::vector<T>(n * r * r), std::vector<T>(n * r * r), std::vector<T>(n)};
   for (int i = 0; i < n; ++i) {
-    const int d = 2 + 7 * i % 23, k = 3 + 5 * i % 19;  // some with min(d, k) < r
+    // d, k ≥ 8r: κ ≈ (1 + √(r/d))/(1 − √(r/d)) ≤ 2.1, so every module takes the Gram route.
+    const int d = 8 * r + 7 * i % 23, k = 8 * r + 5 * i % 19;
     const matrix<T> B = gaussian<T>(d, r, rng), A = gaussian<T>(r, k, rng);
     matrix<T> gb, ga;
     lola::detail::gram_into(B, gb);
@@ -57,7 +66,8 @@ std::vector<T> one_by_one(const batch<T>& b) {
   std::vector<T> sigma(b.n * b.r), work(lola::detail::spectrum_workspace_size(b.r));
   for (int i = 0; i < b.n; ++i)
     REQUIRE(lola::detail::spectrum_from_grams(b.b_grams.data() + i * b.r * b.r, b.a_grams.data() + i * b.r * b.r,
-                                              b.scales[i], b.r, sigma.data() + i * b.r, work.data()));
+                                              b.scales[i], b.r, sigma.data() + i * b.r, work.data()) ==
+            lola::detail::gram_spectrum::computed);
   return sigma;
 }
 }  // namespace
@@ -93,8 +103,8 @@ TEST_SUITE("backend.thrust") {
       return one_by_one(head);
     }();
     CHECK(std::vector<double>(sigma.begin(), sigma.begin() + 7 * 3) == reference_first);
-    CHECK(status[7] == 0);
-    CHECK(status[8] == 1);
+    CHECK(status[7] == int(lola::detail::gram_spectrum::failed));
+    CHECK(status[8] == int(lola::detail::gram_spectrum::computed));
   }
 
   TEST_CASE("an empty batch is a no-op; a negative count is an invalid argument") {
@@ -105,5 +115,71 @@ TEST_SUITE("backend.thrust") {
       lola::batched_spectra_from_grams(thrust::cpp::par, -1, 4, none, none, none, none, none, no_status);
     });
     CHECK(e.code() == lola::error_code::invalid_argument);
+  }
+
+  TEST_CASE("ill-conditioned factors: the batch leaves them to the Householder route and matches low_rank_svd's "
+            "accuracy; the Gram route alone does not") {
+    // Float factors B = Q·diag(1, …, 1e-4)·Pᵀ (κ = 1e4: κ² = 1e8 > 1/ε_float, so the Gram route loses
+    // the small σ) and Gaussian A, alternating with well-conditioned modules.
+    std::mt19937_64 rng(33);
+    const int n = 8, r = 6, d = 300, k = 200;
+    std::vector<matrix<float>> Bs, As;
+    std::vector<float> b_grams(n * r * r), a_grams(n * r * r), scales(n, 1.0f), sigma(n * r, -1.0f),
+        work(n * lola::detail::spectrum_workspace_size(r));
+    std::vector<int> status(n, -1);
+    for (int i = 0; i < n; ++i) {
+      matrix<float> B = gaussian<float>(d, r, rng);
+      if (i % 2) {
+        const Eigen::HouseholderQR<matrix<float>> qr(B);
+        const matrix<float> q = qr.householderQ() * matrix<float>::Identity(d, r);
+        Eigen::VectorXf spread = Eigen::VectorXf::LinSpaced(r, 0.0f, -4.0f);
+        B = q * spread.unaryExpr([](float e) { return std::pow(10.0f, e); }).asDiagonal() *
+            lola::random_orthogonal<float>(r, rng);
+      }
+      Bs.push_back(B);
+      As.push_back(gaussian<float>(r, k, rng));
+      matrix<float> gb, ga;
+      lola::detail::gram_into(Bs.back(), gb);
+      lola::detail::gram_into(As.back().transpose(), ga);
+      std::copy(gb.data(), gb.data() + r * r, b_grams.begin() + i * r * r);
+      std::copy(ga.data(), ga.data() + r * r, a_grams.begin() + i * r * r);
+    }
+    lola::batched_spectra_from_grams(thrust::omp::par, n, r, b_grams.data(), a_grams.data(), scales.data(),
+                                     sigma.data(), work.data(), status.data());
+    for (int i = 0; i < n; ++i) {
+      CAPTURE(i);
+      CHECK(status[i] == int(i % 2 ? lola::detail::gram_spectrum::needs_householder
+                                   : lola::detail::gram_spectrum::computed));
+      if (status[i] == int(lola::detail::gram_spectrum::needs_householder)) {
+        const lola::low_rank_svd<float> svd(lola::factor(Bs[i], As[i]), lola::singular_values_only);
+        std::copy(svd.singularValues().data(), svd.singularValues().data() + r, sigma.begin() + i * r);
+      }
+    }
+    // Against σ of the dense product in double. Each module meets the bound of the route it took,
+    // the CPU's for that factor: on the Householder route (backward stable QR and core SVD) an
+    // absolute error of a small multiple of ε·‖B‖·‖A‖, 64·ε for r = 6 with a wide margin; on the
+    // Gram route (κ ≤ 4) the kernel's 16·r·ε·‖B‖²·‖A‖²/σ (linalg/spectrum_from_grams.hpp).
+    bool gram_route_caught = false;
+    for (int i = 0; i < n; ++i) {
+      CAPTURE(i);
+      const matrix_d Bd = Bs[i].cast<double>(), Ad = As[i].cast<double>();
+      const Eigen::BDCSVD<matrix_d> truth(Bd * Ad);
+      const double eps = std::numeric_limits<float>::epsilon(), norms = Bd.norm() * Ad.norm();
+      const double householder_bound = 64 * eps * norms;
+      for (int j = 0; j < r; ++j) {
+        const double sigma_j = truth.singularValues()(j);
+        const double bound = i % 2 ? householder_bound : 16 * r * eps * norms * norms / sigma_j;
+        CHECK(std::abs(double(sigma[i * r + j]) - sigma_j) <= bound);
+      }
+      // The deliberately wrong variant: the Gram route taken anyway (what the kernel did before),
+      // σ_r from the eigenvalues of M = Lᵀ·G_B·L, G_A = L·Lᵀ.
+      const Eigen::LLT<matrix<float>> la((As[i] * As[i].transpose()).eval());
+      const matrix<float> L = la.matrixL();
+      const matrix<float> M = L.transpose() * (Bs[i].transpose() * Bs[i]) * L;
+      const Eigen::SelfAdjointEigenSolver<matrix<float>> eig(M);
+      const float smallest = std::sqrt(std::max(eig.eigenvalues()(0), 0.0f));
+      if (i % 2) gram_route_caught |= std::abs(double(smallest) - truth.singularValues()(r - 1)) > householder_bound;
+    }
+    CHECK(gram_route_caught);
   }
 }

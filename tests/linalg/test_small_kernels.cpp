@@ -12,6 +12,7 @@
 #include "lola/backend/eigen/gram.hpp"
 #include "lola/core/random.hpp"
 #include "lola/linalg/jacobi_eigen.hpp"
+#include "lola/linalg/column_space.hpp"
 #include "lola/linalg/spectrum_from_grams.hpp"
 #include "support/test_support.hpp"
 
@@ -83,15 +84,18 @@ double sigma_tolerance(int d, int k, int r, double s, double norm_b, double norm
   return std::abs(s) * std::min(std::sqrt(delta_mu), mu > 0 ? delta_mu / std::sqrt(mu) : 1e300);
 }
 
+using lola::detail::gram_spectrum;
+
 template <class T, class BX, class AX>
-std::vector<T> sigma_from_factors(const BX& B, const AX& A, T s, bool* ok = nullptr) {
+std::vector<T> sigma_from_factors(const BX& B, const AX& A, T s, gram_spectrum* status = nullptr) {
   const int r = int(B.cols());
   matrix<T> gb, ga;
   lola::detail::gram_into(B, gb);
   lola::detail::gram_into(A.transpose(), ga);
-  std::vector<T> sigma(r), work(lola::detail::spectrum_workspace_size(r));
-  const bool success = lola::detail::spectrum_from_grams(gb.data(), ga.data(), s, r, sigma.data(), work.data());
-  if (ok) *ok = success;
+  std::vector<T> sigma(r, T(-1)), work(lola::detail::spectrum_workspace_size(r));
+  const gram_spectrum result = lola::detail::spectrum_from_grams(gb.data(), ga.data(), s, r, sigma.data(), work.data());
+  if (status) *status = result;
+  else REQUIRE(result == gram_spectrum::computed);
   return sigma;
 }
 }  // namespace
@@ -131,28 +135,21 @@ TEST_SUITE("linalg.small_kernels") {
     CHECK_FALSE(run_jacobi(a, true).ok);
   }
 
-  TEST_CASE_TEMPLATE("spectrum_from_grams matches BDCSVD of the dense ΔW", T, float, double) {
+  TEST_CASE_TEMPLATE("spectrum_from_grams matches BDCSVD of the dense ΔW on the Gram route", T, float, double) {
     std::mt19937_64 rng(9);
-    for (auto [d, k, r] : {std::tuple{40, 30, 6}, std::tuple{8, 50, 8}, std::tuple{3, 2, 5},
-                           std::tuple{1, 1, 1}, std::tuple{64, 64, 16}}) {
+    // Gaussian factors with d, k ≫ r: κ ≈ (1 + √(r/d))/(1 − √(r/d)) < 4, the Gram route's range.
+    for (auto [d, k, r] : {std::tuple{400, 300, 6}, std::tuple{96, 500, 8}, std::tuple{1, 1, 1},
+                           std::tuple{256, 256, 16}}) {
       CAPTURE(d);
       CAPTURE(k);
       CAPTURE(r);
-      matrix<T> B = gaussian<T>(d, r, rng), A = gaussian<T>(r, k, rng);
-      if (r > 2) B.col(1).setZero();  // rank-deficient B: a singular G_B
-      // A zero row of A: G_A singular with an exactly zero pivot, so the Jacobi square root
-      // replaces the Cholesky factor; the other shapes take the Cholesky route (bar (3, 2, 5),
-      // where k < r leaves it to rounding).
-      if (d == 40 || d == 8) A.row(r - 1).setZero();
+      const matrix<T> B = gaussian<T>(d, r, rng), A = gaussian<T>(r, k, rng);
       const T s = T(-0.5);
-      bool ok = false;
-      const std::vector<T> sigma = sigma_from_factors(B, A, s, &ok);
-      REQUIRE(ok);
+      const std::vector<T> sigma = sigma_from_factors(B, A, s);
       const Eigen::BDCSVD<matrix_d> reference(double(s) * in_double(B) * in_double(A));
-      const Eigen::Index p = reference.singularValues().size();
       for (int i = 0; i < r; ++i) {
         CAPTURE(i);
-        const double truth = i < p ? reference.singularValues()(i) : 0.0;  // beyond min(d, k): zero
+        const double truth = reference.singularValues()(i);
         CHECK(std::abs(double(sigma[i]) - truth) <=
               sigma_tolerance<T>(d, k, r, double(s), in_double(B).norm(), in_double(A).norm(), truth));
         if (i > 0) CHECK(sigma[i - 1] >= sigma[i]);
@@ -160,12 +157,39 @@ TEST_SUITE("linalg.small_kernels") {
     }
   }
 
+  TEST_CASE_TEMPLATE("spectrum_from_grams leaves factors outside the Gram route to the Householder route, "
+                     "as column_space does", T, float, double) {
+    std::mt19937_64 rng(19);
+    const int d = 200, k = 150, r = 6;
+    const matrix<T> B = gaussian<T>(d, r, rng), A = gaussian<T>(r, k, rng);
+    matrix<T> deficient = B, ill = B, narrow = gaussian<T>(4, r, rng), wide_a = gaussian<T>(r, 3, rng);
+    deficient.col(1).setZero();
+    ill.col(1) = ill.col(0) + T(1e-3) * ill.col(2);  // κ ≈ 1e3
+    for (const auto& [b, a] : {std::pair{deficient, A}, std::pair{ill, A}, std::pair{narrow, A},
+                               std::pair{B, wide_a}, std::pair{matrix<T>(matrix<T>::Zero(d, r)), A}}) {
+      gram_spectrum status = gram_spectrum::failed;
+      const std::vector<T> sigma = sigma_from_factors(b, a, T(1), &status);
+      CHECK(status == gram_spectrum::needs_householder);
+      for (T x : sigma) CHECK(x == T(-1));  // nothing written
+      // The CPU's route per factor, by the same rule: the Householder route for that factor.
+      lola::detail::column_space<T> b_space, a_space;
+      b_space.compute(b);
+      a_space.compute(a.transpose());
+      CHECK_FALSE((b_space.via_gram() && a_space.via_gram()));
+    }
+    lola::detail::column_space<T> b_space, a_space;  // and both on the Gram route where the kernel is
+    b_space.compute(B);
+    a_space.compute(A.transpose());
+    CHECK((b_space.via_gram() && a_space.via_gram()));
+  }
+
   TEST_CASE_TEMPLATE("spectrum_from_grams is GL(r)-invariant; a wrong variant is told apart", T, float,
                      double) {
     std::mt19937_64 rng(10);
-    const int d = 30, k = 24, r = 5;
+    // κ(B), κ(A) ≈ 1.4 and κ(G) = 1.5 keep B·G and G⁻¹·A on the Gram route (κ ≤ 4).
+    const int d = 200, k = 160, r = 5;
     const matrix<T> B = gaussian<T>(d, r, rng), A = gaussian<T>(r, k, rng);
-    const matrix<T> G = lola::random_gl<T>(r, 100.0, rng);
+    const matrix<T> G = lola::random_gl<T>(r, 1.5, rng);
     const matrix<T> BG = B * G, GiA = G.inverse() * A;
     const std::vector<T> sigma = sigma_from_factors(B, A, T(1)), moved = sigma_from_factors(BG, GiA, T(1));
     const std::vector<T> not_an_action = sigma_from_factors(BG, A, T(1));  // (B·G, A): ΔW changes
@@ -191,18 +215,41 @@ TEST_SUITE("linalg.small_kernels") {
     CHECK(wrong_variant_caught);
   }
 
-  TEST_CASE_TEMPLATE("spectrum_from_grams: a zero module, and non-finite input", T, float, double) {
+  TEST_CASE_TEMPLATE("spectrum_from_grams: non-finite input fails", T, float, double) {
     const int r = 4;
-    const matrix<T> zero = matrix<T>::Zero(r, r), identity = matrix<T>::Identity(r, r);
+    const matrix<T> identity = matrix<T>::Identity(r, r);
     std::vector<T> sigma(r, T(-1)), work(lola::detail::spectrum_workspace_size(r));
-    REQUIRE(lola::detail::spectrum_from_grams(zero.data(), identity.data(), T(2), r, sigma.data(), work.data()));
-    for (T x : sigma) CHECK(x == T(0));
+    REQUIRE(lola::detail::spectrum_from_grams(identity.data(), identity.data(), T(2), r, sigma.data(), work.data()) ==
+            gram_spectrum::computed);
+    for (T x : sigma) CHECK(x == T(2));
     matrix<T> bad = identity;
     bad(0, 0) = std::numeric_limits<T>::quiet_NaN();
-    CHECK_FALSE(lola::detail::spectrum_from_grams(bad.data(), identity.data(), T(1), r, sigma.data(), work.data()));
-    CHECK_FALSE(lola::detail::spectrum_from_grams(identity.data(), bad.data(), T(1), r, sigma.data(), work.data()));
-    CHECK_FALSE(lola::detail::spectrum_from_grams(identity.data(), identity.data(),
-                                                  std::numeric_limits<T>::infinity(), r, sigma.data(),
-                                                  work.data()));
+    CHECK(lola::detail::spectrum_from_grams(bad.data(), identity.data(), T(1), r, sigma.data(), work.data()) ==
+          gram_spectrum::failed);
+    CHECK(lola::detail::spectrum_from_grams(identity.data(), bad.data(), T(1), r, sigma.data(), work.data()) ==
+          gram_spectrum::failed);
+    CHECK(lola::detail::spectrum_from_grams(identity.data(), identity.data(), std::numeric_limits<T>::infinity(), r,
+                                            sigma.data(), work.data()) == gram_spectrum::failed);
+  }
+
+  TEST_CASE_TEMPLATE("gram_condition_within: κ² against the limit, by each of its three tests", T, float, double) {
+    std::mt19937_64 rng(20);
+    const int n = 8;
+    std::vector<T> work(lola::detail::gram_condition_workspace_size(n));
+    const matrix<T> q = lola::random_orthogonal<T>(n, rng);
+    for (double kappa2 : {1.0, 3.0, 15.0, 17.0, 1e3}) {
+      CAPTURE(kappa2);
+      Eigen::Matrix<T, Eigen::Dynamic, 1> lambda = Eigen::Matrix<T, Eigen::Dynamic, 1>::LinSpaced(n, T(1), T(kappa2));
+      const matrix<T> g = q * lambda.asDiagonal() * q.transpose();  // dense: Gershgorin rarely decides
+      const matrix<T> symmetric = (g + g.transpose()) / T(2);
+      CHECK(lola::detail::gram_condition_within(symmetric.data(), n, T(16), work.data()) == (kappa2 <= 16));
+    }
+    matrix<T> singular = matrix<T>::Identity(n, n);
+    singular(3, 3) = 0;
+    CHECK_FALSE(lola::detail::gram_condition_within(singular.data(), n, T(16), work.data()));
+    matrix<T> not_finite = matrix<T>::Identity(n, n);
+    not_finite(2, 5) = not_finite(5, 2) = std::numeric_limits<T>::quiet_NaN();
+    CHECK_FALSE(lola::detail::gram_condition_within(not_finite.data(), n, T(16), work.data()));
+    CHECK(lola::detail::gram_condition_within(matrix<T>(matrix<T>::Identity(n, n)).data(), n, T(16), work.data()));
   }
 }

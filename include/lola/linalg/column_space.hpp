@@ -14,7 +14,8 @@
 /// 1280×32 Gaussian factor gives 18), Sylvester's law of inertia settles most of the rest with one
 /// Cholesky: λ_min ≥ τ iff G − τ·I is positive semi-definite, so with τ = (Gershgorin's bound on
 /// λ_max)/κ_max² a successful factorisation of G − τ·I proves κ ≤ κ_max (n³/6 flops, 2 µs at
-/// n = 32). Only then does the r×r eigenvalue problem decide (O(n³), 26 µs at n = 32).
+/// n = 32). Only then does the r×r eigenvalue problem decide (Jacobi, O(n³)). The rule is
+/// linalg/gram_condition.hpp, which the batched r×r kernel applies too.
 ///   κ ≤ 4    Cholesky of the Gram (CholeskyQR): one GEMM, O(m·n²) at GEMM speed. The Gram carries
 ///            an error γ_m·‖X‖², which reaches R amplified by at most κ², so R is exact for a
 ///            perturbation of X of relative size ≤ 16·γ_m; Q·P = X·(R⁻¹·P) is one more GEMM, with
@@ -35,13 +36,14 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
-#include <Eigen/Eigenvalues>
 
 #include "lola/backend/eigen/primitives.hpp"
 #include "lola/core/config.hpp"
+#include "lola/linalg/gram_condition.hpp"
 #include "lola/linalg/thin_qr.hpp"
 
 namespace lola {
@@ -54,7 +56,7 @@ class column_space {
   using factor = factor_matrix_t<Storage, S>;
 
   /// The largest κ(X) for which the Gram route is taken.
-  static constexpr S gram_condition_limit = S(4);
+  static constexpr S gram_condition_limit = gram_route_condition_limit<S>;
 
   template <class X>
   void compute(const X& x) {
@@ -147,19 +149,17 @@ class column_space {
     r_ = qr_.R();
   }
 
-  /// κ(X)² = λ_max/λ_min of the Gram g ≤ gram_condition_limit², by Gershgorin or else exactly.
+  /// κ(X)² = λ_max/λ_min of the Gram g ≤ gram_condition_limit² (linalg/gram_condition.hpp).
   static bool well_conditioned(const matrix& g) {
-    const S limit = gram_condition_limit * gram_condition_limit;
-    const auto off = (g.cwiseAbs().colwise().sum().transpose() - g.diagonal().cwiseAbs()).eval();
-    const S low = (g.diagonal() - off).minCoeff(), high = (g.diagonal() + off).maxCoeff();
-    if (low > 0 && high <= limit * low) return true;
-    if (!(high > 0)) return false;
-    matrix shifted = g;
-    shifted.diagonal().array() -= high / limit;
-    if (Eigen::LLT<matrix>(shifted).info() == Eigen::Success) return true;
-    const Eigen::SelfAdjointEigenSolver<matrix> eigen(g, Eigen::EigenvaluesOnly);
-    const S lambda_min = eigen.eigenvalues()(0), lambda_max = eigen.eigenvalues()(g.rows() - 1);
-    return lambda_min > 0 && lambda_max <= limit * lambda_min;
+    S work_buffer[gram_condition_workspace_size(32)];
+    std::vector<S> work_heap;
+    S* work = work_buffer;
+    const int n = static_cast<int>(g.rows());
+    if (n > 32) {
+      work_heap.resize(static_cast<std::size_t>(gram_condition_workspace_size(n)));
+      work = work_heap.data();
+    }
+    return gram_condition_within(g.data(), n, gram_condition_limit * gram_condition_limit, work);
   }
 
   matrix r_;

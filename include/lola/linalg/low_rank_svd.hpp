@@ -32,6 +32,7 @@
 #include <string>
 
 #include <Eigen/Core>
+#include <Eigen/Eigenvalues>
 #include <Eigen/SVD>
 
 #include "lola/backend/eigen/evaluate.hpp"

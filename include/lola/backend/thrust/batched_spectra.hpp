@@ -26,7 +26,7 @@
 namespace lola {
 namespace detail {
 
-/// Module i of a batch: σ of s_i·B_i·A_i into sigma + i·r, success (1) or failure (0) into status[i].
+/// Module i of a batch: σ of s_i·B_i·A_i into sigma + i·r, its gram_spectrum into status[i].
 template <class S>
 struct spectrum_from_grams_item {
   const S* b_grams;
@@ -39,10 +39,8 @@ struct spectrum_from_grams_item {
 
   LOLA_HOST_DEVICE void operator()(index i) const {
     const index rr = index(r) * r;
-    status[i] = spectrum_from_grams(b_grams + i * rr, a_grams + i * rr, scales[i], r, sigma + i * r,
-                                    work + i * spectrum_workspace_size(r))
-                    ? 1
-                    : 0;
+    status[i] = static_cast<int>(spectrum_from_grams(b_grams + i * rr, a_grams + i * rr, scales[i], r,
+                                                     sigma + i * r, work + i * spectrum_workspace_size(r)));
   }
 };
 
@@ -50,8 +48,12 @@ struct spectrum_from_grams_item {
 
 /// σ (descending, r per module) of n modules s_i·B_i·A_i of rank r, from b_grams (n r×r BᵀB),
 /// a_grams (n r×r A·Aᵀ) and scales (n). `work` holds n·detail::spectrum_workspace_size(r)
-/// scalars, `status` n ints. Throws lola::error (numerical), naming the first module whose Grams
-/// were not finite or whose iteration did not converge; the other modules' σ are written.
+/// scalars, `status` n ints: detail::gram_spectrum per module. A module with a factor outside the
+/// Gram route (status needs_householder: κ > 4, rank-deficient, d < r or k < r) gets no σ; the
+/// caller computes it by the Householder route, as the CPU's low_rank_svd does for that factor, so
+/// that both reach the same accuracy. Throws lola::error (numerical), naming the first module
+/// whose Grams were not finite or whose iteration did not converge; the other modules' results
+/// are written.
 template <class Policy, class S>
 void batched_spectra_from_grams(const Policy& policy, index n, int r, const S* b_grams,
                                 const S* a_grams, const S* scales, S* sigma, S* work, int* status) {
