@@ -71,6 +71,7 @@ case_row() {
 
 L=$work/in/llama_bf16
 case_row "inspect --json, Llama-2-7B r16 BF16" "$L" - inspect "$L" --json
+OMP_NUM_THREADS=2 case_row "inspect --json, Llama-2-7B r16 BF16, 2 threads" "$L" - inspect "$L" --json
 case_row "canonicalize, Llama-2-7B r16 BF16" "$L" "$work/canon" canonicalize "$L" -o "$work/canon"
 case_row "resize --rank 8, Llama-2-7B r16 BF16" "$L" "$work/r8" resize "$L" -o "$work/r8" --rank 8
 for n in 1000 10000; do
@@ -84,7 +85,8 @@ done
   echo
   echo "Written by \`scripts/bench-process.sh\` on $(date -u +%Y-%m-%d) (UTC). Do not edit by hand."
   echo
-  echo "Machine: $(nproc --all) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'); OMP_NUM_THREADS=$OMP_NUM_THREADS."
+  echo "Machine: $(nproc --all) CPUs, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//'); OMP_NUM_THREADS=$OMP_NUM_THREADS"
+  echo "unless a row says otherwise. The tool is built with the default flags (no -march)."
   echo "Each time is the median of $runs runs of the \`lola\` process on files in the page cache."
   echo "Floor: reading the input files once (\`cat\` to /dev/null) plus, for commands that write, writing"
   echo "the output's bytes once (\`cat\` into a new file), measured the same way in the same run."

@@ -9,6 +9,7 @@
 #include "lola/core/parallel.hpp"
 #include "lola/core/random.hpp"
 #include "lola/core/scalar.hpp"
+#include "lola/core/widen.hpp"
 #include "lola/core/shape.hpp"
 
 #include "lola/expr/expr_base.hpp"
@@ -31,6 +32,7 @@
 #include "lola/canon/canonical_form.hpp"
 #include "lola/canon/o_align.hpp"
 
+#include "lola/features/adapter_spectra.hpp"
 #include "lola/features/base_projection.hpp"
 #include "lola/features/featurize.hpp"
 #include "lola/features/grams.hpp"
@@ -53,6 +55,7 @@
 #include "lola/ops/resize.hpp"
 
 #include "lola/io/adapter.hpp"
+#include "lola/io/adapter_view.hpp"
 #include "lola/io/dtype.hpp"
 #include "lola/io/json.hpp"
 #include "lola/io/load.hpp"

@@ -1,7 +1,12 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <mutex>
+#include <set>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "lola/core/parallel.hpp"
@@ -33,5 +38,31 @@ TEST_SUITE("core.parallel") {
       CHECK((what == "module 37" || what == "module 90"));
     }
     CHECK(lola::parallel_threads() >= 1);
+  }
+
+  TEST_CASE("an executor sets the threads of one call, and no global state") {
+    const int before = lola::parallel_threads();
+    const auto threads_used = [](const lola::executor& ex) {
+      std::mutex mutex;
+      std::set<std::thread::id> ids;
+      lola::parallel_for(ex, 64, [&](lola::index) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200));  // lets every thread take items
+        const std::lock_guard<std::mutex> lock(mutex);
+        ids.insert(std::this_thread::get_id());
+      });
+      return ids;
+    };
+    const auto serial = threads_used(lola::executor::serial());
+    CHECK(serial.size() == 1);
+    CHECK(serial.count(std::this_thread::get_id()) == 1);  // the calling thread itself
+    CHECK(threads_used(lola::executor{2}).size() <= 2);
+    CHECK(threads_used(lola::executor{}).size() <= static_cast<std::size_t>(before));
+    CHECK(lola::parallel_threads() == before);  // nothing global changed
+    // Counts out of range are clamped, never passed to OpenMP as they are.
+    CHECK(lola::executor{-5}.thread_count() == 1);
+    CHECK(lola::executor{1 << 30}.thread_count() == lola::parallel_thread_cap());
+    CHECK(lola::executor{}.thread_count() == before);
+    const auto squares = lola::parallel_map(lola::executor{3}, std::vector<int>{1, 2, 3, 4}, [](int x) { return x * x; });
+    CHECK(squares == std::vector<int>{1, 4, 9, 16});
   }
 }

@@ -4,14 +4,20 @@
 //
 // Contract under test: reading throws lola::error or returns modules whose factors have the shapes
 // they claim; writing an adapter that was read throws lola::error or gives tensors the safetensors
-// writer accepts. Any other exception escapes and aborts.
+// writer accepts; reading the factors as stored (io/adapter_view.hpp's module_view) fails exactly
+// when decoding them to double does, with the same message, and otherwise gives the same modules
+// and the same singular values, bit for bit. Any other exception escapes and aborts.
 
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "lola/core/error.hpp"
+#include "lola/features/adapter_spectra.hpp"
+#include "lola/io/adapter_view.hpp"
 #include "lola/io/json.hpp"
 #include "lola/io/kohya.hpp"
 #include "lola/io/load.hpp"
@@ -62,6 +68,53 @@ void write_back(const lola::io::adapter<S>& a) {
   }
 }
 
+/// The same image read decoded to double and as stored: the same outcome.
+void compare_with_view(const lola::io::safetensors_view& view, const lola::io::json_value* config) {
+  using namespace lola::io;
+  std::string decoded_error, view_error;
+  adapter<double> decoded;
+  basic_adapter<module_view> stored;
+  try {
+    decoded = read_adapter<double>(view, config);
+  } catch (const lola::error& e) {
+    decoded_error = e.what();
+  }
+  try {
+    if (detect_format(view) == adapter_format::kohya)
+      read_kohya_into(stored, view);
+    else
+      read_peft_into(stored, view, config);
+  } catch (const lola::error& e) {
+    view_error = e.what();
+  }
+  if (decoded_error != view_error) violated("the view and the decoded reader disagree on an error");
+  if (!decoded_error.empty()) return;
+  if (stored.modules.size() != decoded.modules.size()) violated("the view has other modules");
+  for (std::size_t i = 0; i < stored.modules.size(); ++i)
+    if (stored.modules[i].name != decoded.modules[i].name || stored.modules[i].scale != decoded.modules[i].scale ||
+        stored.modules[i].rows() != decoded.modules[i].rows() || stored.modules[i].rank() != decoded.modules[i].rank())
+      violated("a module of the view differs");
+  double flops = 0;  // the factor-space SVD's O((d + k)·r² + r³) per module: bounded per input
+  for (const auto& m : stored.modules)
+    flops += double(m.rank()) * double(m.rank()) * double(m.rows() + m.cols() + m.rank());
+  if (flops > 1e8) return;
+  std::string sigma_error_view, sigma_error_decoded;
+  std::vector<Eigen::VectorXd> sigma_view, sigma_decoded;
+  try {
+    sigma_view = lola::adapter_singular_values<double>(stored, lola::executor::serial());
+  } catch (const lola::error& e) {
+    sigma_error_view = e.what();
+  }
+  try {
+    sigma_decoded = lola::adapter_singular_values<double>(decoded, lola::executor::serial());
+  } catch (const lola::error& e) {
+    sigma_error_decoded = e.what();
+  }
+  if (sigma_error_view != sigma_error_decoded) violated("σ fails for one reader only");
+  for (std::size_t i = 0; i < sigma_view.size(); ++i)
+    if (!(sigma_view[i].array() == sigma_decoded[i].array()).all()) violated("σ from the view differ");
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -85,6 +138,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       write_back(a);
     } catch (const lola::error&) {
     }
+    compare_with_view(view, config);
   }
   return 0;
 }

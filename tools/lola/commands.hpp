@@ -8,8 +8,10 @@
 #include <lola/canon/canonical_form.hpp>
 #include <lola/canon/o_align.hpp>
 #include <lola/core/parallel.hpp>
+#include <lola/features/adapter_spectra.hpp>
 #include <lola/features/featurize.hpp>
 #include <lola/features/spectrum.hpp>
+#include <lola/io/adapter_view.hpp>
 #include <lola/io/load.hpp>
 #include <lola/linalg/low_rank_svd.hpp>
 #include <lola/nn/gl_net_weights.hpp>
@@ -118,7 +120,8 @@ inline std::vector<std::string> module_names(const adapter& a) {
   return names;
 }
 
-inline void report_warnings(const adapter& a, const streams& s) {
+template <class Module>
+void report_warnings(const io::basic_adapter<Module>& a, const streams& s) {
   for (const auto& w : a.warnings) s.message("lola: warning: " + w);
 }
 
@@ -157,13 +160,15 @@ inline std::string fit(const std::string& name, std::size_t width) {
 
 inline int inspect(const inspect_options& o, streams& s) {
   const auto top = integer_value("--top", o.top, 0);
-  const adapter a = load(o.path, s);
+  const auto a = io::adapter_view::open(o.path);  // σ from the factors as stored: no decoded copy
+  report_warnings(a, s);
 
-  std::vector<Eigen::VectorXd> sigma(a.modules.size());
-  for_each_module(o.path, module_names(a), "inspect", s.err(), [&](std::size_t i) {
-    const auto& m = a.modules[i];
-    sigma[i] = lola::singular_values(m.delta(), m.rank());  // all r, zero-padded
-  });
+  std::vector<Eigen::VectorXd> sigma;
+  try {
+    sigma = lola::adapter_singular_values<double>(a);  // all r per module, zero-padded
+  } catch (const lola::error& e) {
+    throw lola::error(e.code(), o.path + ": " + e.message());
+  }
 
   if (o.json) {
     io::json_value modules = io::json_value::array();

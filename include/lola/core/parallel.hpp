@@ -2,14 +2,15 @@
 /// @file
 /// Parallel loops over independent items (the modules of an adapter, the adapters of a batch).
 ///
-/// parallel_for(n, f) calls f(i) for i in [0, n), across OpenMP threads when lola is built with
-/// OpenMP (the lola::lola target links it when found) and serially otherwise. Items are scheduled
+/// parallel_for(ex, n, f) calls f(i) for i in [0, n), across the executor's OpenMP threads when lola
+/// is built with OpenMP (the lola::lola target links it when found; lola::headers never does) and
+/// serially otherwise. Items are scheduled
 /// dynamically, since module shapes differ. An exception thrown by any f(i) stops the remaining
 /// items from starting and the one from the lowest index i is rethrown on the calling thread
 /// (exceptions never cross an OpenMP region boundary). Eigen's own GEMM threading is not used
 /// inside the loop: Eigen detects the enclosing parallel region.
 ///
-/// The thread count comes from OpenMP (OMP_NUM_THREADS), clamped to [1, parallel_thread_cap()]:
+/// The default executor's thread count comes from OpenMP (OMP_NUM_THREADS), clamped to [1, parallel_thread_cap()]:
 /// libgomp takes OMP_NUM_THREADS=100000 at its word and crashes creating the team, and reads
 /// 2^40 as 0. An absurd count is also clamped in OpenMP itself for the program's initial thread
 /// (omp_set_num_threads, once, at start-up, and only when the count is out of range), so that
@@ -72,15 +73,33 @@ inline bool clamp_openmp_threads() {
 inline const bool openmp_threads_clamped = clamp_openmp_threads();
 }  // namespace detail
 
+/// How a call runs: passed per call to the entry points that loop over modules or adapters, so
+/// that no global state (OMP_NUM_THREADS, omp_set_num_threads) has to change between calls. On the
+/// CPU it carries the thread count; a GPU backend's context carries its stream the same way.
+struct executor {
+  /// Threads for the call: 0 (the default) means parallel_threads(); any other count is clamped
+  /// to [1, parallel_thread_cap()]. Without OpenMP every call runs on the calling thread.
+  int threads = 0;
+
+  int thread_count() const noexcept {
+    return threads == 0 ? parallel_threads() : std::clamp(threads, 1, parallel_thread_cap());
+  }
+  /// One thread: the calling one.
+  static executor serial() noexcept { return executor{1}; }
+};
+
+/// Calls f(i) for i in [0, n) on the executor's threads (see the file comment).
 template <class F>
-void parallel_for(index n, F&& f) {
+void parallel_for(const executor& ex, index n, F&& f) {
   std::exception_ptr first_error;
   index first_error_index = n;
   std::mutex error_mutex;
   std::atomic<bool> failed{false};
 #if defined(_OPENMP)
-  const int threads = parallel_threads();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  const int threads = static_cast<int>(std::min<index>(ex.thread_count(), std::max<index>(n, 1)));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
+#else
+  (void)ex;
 #endif
   for (index i = 0; i < n; ++i) {
     if (failed) continue;
@@ -98,14 +117,25 @@ void parallel_for(index n, F&& f) {
   if (first_error) std::rethrow_exception(first_error);
 }
 
-/// { f(items[0]), f(items[1]), … } computed with parallel_for.
+/// parallel_for on the default executor.
+template <class F>
+void parallel_for(index n, F&& f) {
+  parallel_for(executor{}, n, std::forward<F>(f));
+}
+
+/// { f(items[0]), f(items[1]), … } computed with parallel_for on the executor.
 template <class Items, class F>
-auto parallel_map(const Items& items, F&& f) {
+auto parallel_map(const executor& ex, const Items& items, F&& f) {
   using result = std::decay_t<decltype(f(*std::begin(items)))>;
   const index n = static_cast<index>(std::size(items));
   std::vector<result> out(static_cast<std::size_t>(n));
-  parallel_for(n, [&](index i) { out[static_cast<std::size_t>(i)] = f(items[static_cast<std::size_t>(i)]); });
+  parallel_for(ex, n, [&](index i) { out[static_cast<std::size_t>(i)] = f(items[static_cast<std::size_t>(i)]); });
   return out;
+}
+
+template <class Items, class F>
+auto parallel_map(const Items& items, F&& f) {
+  return parallel_map(executor{}, items, std::forward<F>(f));
 }
 
 }  // namespace lola

@@ -75,6 +75,12 @@ struct adapter_module {
   /// ΔW as a lola expression over the factors (no copy).
   auto delta() const { return factor(B, A, static_cast<S>(scale)); }
 
+  /// f(B, A): the factors, as module_view::visit (io/adapter_view.hpp) gives a view's.
+  template <class F>
+  decltype(auto) visit(F&& f) const {
+    return f(B, A);
+  }
+
   /// The shapes to write A and B with: the file's (conv kernels stay 4-D) when they still hold
   /// the factors, else the plain matrix shapes.
   std::vector<std::uint64_t> A_file_shape() const { return file_shape(A_shape, A, 0); }
@@ -177,10 +183,12 @@ struct adapter_module {
   }
 };
 
-/// An adapter: its modules in file order, passthrough tensors, metadata and dialect.
-template <class S = float>
-struct adapter {
-  using module_type = adapter_module<S>;
+/// An adapter's modules in file order with what surrounds them: passthrough tensors, metadata and
+/// dialect. Module is adapter_module<S> (owning factors, for editing: `adapter`) or module_view
+/// (the factors as the file stores them: io/adapter_view.hpp).
+template <class Module>
+struct basic_adapter {
+  using module_type = Module;
 
   adapter_format format = adapter_format::peft;
   std::vector<module_type> modules;  ///< in the order their first key appears in the header
@@ -196,10 +204,14 @@ struct adapter {
   }
 };
 
+/// An adapter with owning factors of S, decoded from the file: what lola edits and writes.
+template <class S = float>
+struct adapter : basic_adapter<adapter_module<S>> {};
+
 /// The key of a module's A factor in its dialect: <name>.lora_A.weight, <name>.lora_embedding_A
 /// (PEFT) or <name>.lora_down.weight (kohya).
-template <class S>
-std::string A_factor_key(adapter_format format, const adapter_module<S>& m) {
+template <class Module>
+std::string A_factor_key(adapter_format format, const Module& m) {
   if (format == adapter_format::kohya) return m.name + ".lora_down.weight";
   return m.name + (m.kind == module_kind::embedding ? ".lora_embedding_A" : ".lora_A.weight");
 }
@@ -209,8 +221,8 @@ std::string A_factor_key(adapter_format format, const adapter_module<S>& m) {
 /// reference code, which pairs the sorted tensors as (lora_A, lora_B) module by module. Models
 /// trained with that code number their modules j in this order. Sorting whole keys (not names)
 /// matters: "x-y.lora_A.weight" < "x.lora_A.weight" although the name "x" < "x-y".
-template <class S>
-std::vector<std::size_t> lexicographic_module_order(const adapter<S>& a) {
+template <class Module>
+std::vector<std::size_t> lexicographic_module_order(const basic_adapter<Module>& a) {
   std::vector<std::string> keys;
   keys.reserve(a.modules.size());
   for (const auto& m : a.modules) keys.push_back(A_factor_key(a.format, m));

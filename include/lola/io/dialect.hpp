@@ -150,15 +150,24 @@ inline void require_finite_tensor(const safetensors_view& file, const tensor_inf
   }
 }
 
-/// B and A of a module from its tensors, checked: both present, floating dtypes, rank ≥ 1 and
+/// What a module's keys say before any value is read: its factors' tensors, checked (see
+/// module_layout_of), and the matrix shapes they are read as.
+struct module_layout {
+  std::string name;
+  std::string where;  ///< "<file>: module \"<name>\"", the prefix of every message about it
+  module_kind kind = module_kind::linear;
+  const tensor_info* A = nullptr;
+  const tensor_info* B = nullptr;
+  index rank = 0, rows = 0, cols = 0;  ///< r, d, k: B is d × r, A is r × k (conv kernels flattened)
+};
+
+/// The layout of a module from its tensors, checked: both present, floating dtypes, rank ≥ 1 and
 /// equal in both, and the layer's shape rule:
 ///   linear, embedding: A is r × k, B is d × r;
-///   conv: A is r × in × kh (× kw …), B is out × r × 1 (× 1 …) with every trailing size 1;
-/// and every value of A, B and the module's extras finite (see the file comment).
+///   conv: A is r × in × kh (× kw …), B is out × r × 1 (× 1 …) with every trailing size 1.
 /// a_name and b_name are the dialect's words for the factors in messages.
-template <class S>
-adapter_module<S> read_module(const safetensors_view& file, const module_keys& keys,
-                              const char* a_name, const char* b_name) {
+inline module_layout module_layout_of(const safetensors_view& file, const module_keys& keys,
+                                      const char* a_name, const char* b_name) {
   const std::string where = file.source() + ": module \"" + keys.name + "\"";
   if (!keys.A || !keys.B)
     throw error(error_code::invalid_file, where + " has " + (keys.A ? a_name : b_name) +
@@ -185,23 +194,52 @@ adapter_module<S> read_module(const safetensors_view& file, const module_keys& k
   if (b.shape[0] == 0 || a.element_count() == 0)
     throw error(error_code::invalid_file, where + " has an empty weight (d or k is 0): " + shapes());
 
-  adapter_module<S> m;
-  m.name = keys.name;
-  m.kind = conv ? module_kind::conv : keys.kind;
-  m.transposed = m.kind == module_kind::embedding;
+  module_layout l;
+  l.name = keys.name;
+  l.where = where;
+  l.kind = conv ? module_kind::conv : keys.kind;
+  l.A = &a;
+  l.B = &b;
   std::uint64_t a_cols = 1;
   for (std::size_t i = 1; i < a.shape.size(); ++i) a_cols *= a.shape[i];
-  m.A = finite_matrix<S>(file, a, static_cast<index>(a.shape[0]), static_cast<index>(a_cols), where);
-  m.B = finite_matrix<S>(file, b, static_cast<index>(b.shape[0]), static_cast<index>(b.shape[1]), where);
-  m.A_shape = a.shape;
-  m.B_shape = b.shape;
-  m.A_dtype = a.dtype;
-  m.B_dtype = b.dtype;
+  l.rank = static_cast<index>(a.shape[0]);
+  l.rows = static_cast<index>(b.shape[0]);
+  l.cols = static_cast<index>(a_cols);
+  return l;
+}
+
+/// A module with its factors decoded to S: the layout of module_layout_of, and every value of A,
+/// B and the module's extras finite (see the file comment).
+template <class S>
+adapter_module<S> read_module(const safetensors_view& file, const module_keys& keys,
+                              const char* a_name, const char* b_name) {
+  const module_layout l = module_layout_of(file, keys, a_name, b_name);
+  adapter_module<S> m;
+  m.name = l.name;
+  m.kind = l.kind;
+  m.transposed = m.kind == module_kind::embedding;
+  m.A = finite_matrix<S>(file, *l.A, l.rank, l.cols, l.where);
+  m.B = finite_matrix<S>(file, *l.B, l.rows, l.rank, l.where);
+  m.A_shape = l.A->shape;
+  m.B_shape = l.B->shape;
+  m.A_dtype = l.A->dtype;
+  m.B_dtype = l.B->dtype;
   for (const tensor_info* t : keys.extras) {
-    require_finite_tensor(file, *t, where);
+    require_finite_tensor(file, *t, l.where);
     m.extras.push_back(tensor::copy_of(file, *t));
   }
   return m;
+}
+
+/// Selects the module reader for a module type (adapter_module<S> here, module_view in
+/// io/adapter_view.hpp) by overloading, so that one dialect reader serves both.
+template <class Module>
+struct module_tag {};
+
+template <class S>
+adapter_module<S> read_module_as(module_tag<adapter_module<S>>, const safetensors_view& file,
+                                 const module_keys& keys, const char* a_name, const char* b_name) {
+  return read_module<S>(file, keys, a_name, b_name);
 }
 
 /// One warning line listing the passthrough keys ("N tensors are not LoRA factors and are kept

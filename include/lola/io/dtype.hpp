@@ -27,6 +27,7 @@
 #include <Eigen/Core>
 
 #include "lola/core/error.hpp"
+#include "lola/core/widen.hpp"
 
 namespace lola::io {
 
@@ -196,13 +197,11 @@ void decode_elements(const std::byte* bytes, dtype t, std::size_t n, S* out,
       break;
     case dtype::F16:
       for (std::size_t i = 0; i < n; ++i)
-        out[i] = static_cast<S>(static_cast<float>(
-            Eigen::numext::bit_cast<Eigen::half>(detail::load_le<std::uint16_t>(bytes + 2 * i))));
+        out[i] = static_cast<S>(lola::detail::widen_f16_bits(detail::load_le<std::uint16_t>(bytes + 2 * i)));
       break;
     default:  // BF16
       for (std::size_t i = 0; i < n; ++i)
-        out[i] = static_cast<S>(static_cast<float>(Eigen::numext::bit_cast<Eigen::bfloat16>(
-            detail::load_le<std::uint16_t>(bytes + 2 * i))));
+        out[i] = static_cast<S>(lola::detail::widen_bf16_bits(detail::load_le<std::uint16_t>(bytes + 2 * i)));
       break;
   }
 }
@@ -226,16 +225,13 @@ std::size_t decode_finite_elements(const std::byte* bytes, dtype t, std::size_t 
       if (t == dtype::F16) {
         for (std::size_t i = begin; i < end; ++i) {
           const auto bits = detail::load_le<std::uint16_t>(bytes + 2 * i);
-          out[i] = static_cast<S>(static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits)));
+          out[i] = static_cast<S>(lola::detail::widen_f16_bits(bits));
           bad |= (bits & exponent) == exponent ? 1u : 0u;
         }
       } else {
         for (std::size_t i = begin; i < end; ++i) {
           const auto bits = detail::load_le<std::uint16_t>(bytes + 2 * i);
-          const std::uint32_t wide = std::uint32_t{bits} << 16;  // BF16 is float's upper half
-          float v;
-          std::memcpy(&v, &wide, sizeof v);
-          out[i] = static_cast<S>(v);
+          out[i] = static_cast<S>(lola::detail::widen_bf16_bits(bits));
           bad |= (bits & exponent) == exponent ? 1u : 0u;
         }
       }
@@ -266,6 +262,34 @@ std::size_t decode_finite_elements(const std::byte* bytes, dtype t, std::size_t 
     if (bad < count) return begin + bad;
   }
   return n;
+}
+
+/// The index of the first of n elements of dtype t (F64, F32, F16 or BF16) at bytes that is NaN
+/// or ±inf as stored, or n: a test of the exponent bits, block by block, that compilers vectorize,
+/// with no conversion (what a reader that keeps the values as stored checks).
+inline std::size_t first_non_finite_stored(const std::byte* bytes, dtype t, std::size_t n,
+                                           std::string_view what = "the tensor") {
+  detail::require_math_dtype(t, what);
+  constexpr std::size_t block = 4096;
+  auto scan = [&](auto zero, auto exponent) -> std::size_t {
+    using bits_type = decltype(zero);
+    for (std::size_t begin = 0; begin < n; begin += block) {
+      const std::size_t end = std::min(n, begin + block);
+      bits_type bad = 0;
+      for (std::size_t i = begin; i < end; ++i)
+        bad |= (detail::load_le<bits_type>(bytes + sizeof(bits_type) * i) & exponent) == exponent ? 1 : 0;
+      if (bad)
+        for (std::size_t i = begin; i < end; ++i)
+          if ((detail::load_le<bits_type>(bytes + sizeof(bits_type) * i) & exponent) == exponent) return i;
+    }
+    return n;
+  };
+  switch (t) {
+    case dtype::F64: return scan(std::uint64_t{0}, std::uint64_t{0x7FF0000000000000u});
+    case dtype::F32: return scan(std::uint32_t{0}, std::uint32_t{0x7F800000u});
+    case dtype::F16: return scan(std::uint16_t{0}, std::uint16_t{0x7C00u});
+    default: return scan(std::uint16_t{0}, std::uint16_t{0x7F80u});
+  }
 }
 
 /// What element i of a math-dtype tensor at bytes holds, for a message about a value that is not

@@ -62,9 +62,9 @@ inline double kohya_alpha(double scale, double rank) { return snap_alpha(scale *
 /// Reads a kohya adapter from a validated safetensors image.
 /// Errors: a module missing lora_down or lora_up, ranks or shapes that disagree, an alpha that is
 /// not a finite one-element floating tensor — each naming the module.
-template <class S = float>
-adapter<S> read_kohya(const safetensors_view& file) {
-  adapter<S> out;
+/// Into `out`: an adapter<S> (factors decoded) or an adapter_view (factors as stored).
+template <class Adapter>
+void read_kohya_into(Adapter& out, const safetensors_view& file) {
   out.format = adapter_format::kohya;
   out.metadata = file.metadata();
   std::vector<const tensor_info*> unmatched;
@@ -78,7 +78,7 @@ adapter<S> read_kohya(const safetensors_view& file) {
       for (const auto* t : keys.foreign) lycoris.push_back(tensor::copy_of(file, *t));
       continue;
     }
-    auto m = detail::read_module<S>(file, keys, "lora_down", "lora_up");
+    auto m = read_module_as(detail::module_tag<typename Adapter::module_type>{}, file, keys, "lora_down", "lora_up");
     const double r = static_cast<double>(m.rank());
     double alpha = 0;
     if (keys.alpha) {
@@ -104,6 +104,13 @@ adapter<S> read_kohya(const safetensors_view& file) {
     out.warnings.push_back(file.source() + ": " +
                            detail::passthrough_warning(out.passthrough, "not LoRA factors"));
   out.passthrough.insert(out.passthrough.end(), lycoris.begin(), lycoris.end());
+}
+
+/// read_kohya_into into an adapter whose factors are decoded to S.
+template <class S = float>
+adapter<S> read_kohya(const safetensors_view& file) {
+  adapter<S> out;
+  read_kohya_into(out, file);
   return out;
 }
 

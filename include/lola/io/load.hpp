@@ -101,31 +101,57 @@ struct load_options {
   std::uint64_t max_config_bytes = io::max_config_bytes;  ///< adapter_config.json size cap
 };
 
-/// Loads the adapter at path: a PEFT directory, or a .safetensors file (PEFT or kohya; for PEFT an
-/// adapter_config.json in the same directory is used when present). A config or weights entry
-/// that is there but unreadable (a FIFO, a dangling link, a link loop) is an error, never taken
-/// as absent; a config larger than options.max_config_bytes is error_code::invalid_file.
+/// The files an adapter path names: the weights, and the adapter_config.json read with them
+/// (`config`; it need not exist).
+struct adapter_files {
+  std::string weights, config;
+};
+
+/// The files of the adapter at path: for a PEFT directory its adapter_model.safetensors and
+/// adapter_config.json; for a .safetensors file the file and an adapter_config.json beside it.
+/// Errors (naming path): a directory without adapter_model.safetensors (error_code::io), or one
+/// with only a pickle adapter_model.bin (error_code::unsupported). A weights entry that is there
+/// but is not a readable file (a FIFO, a dangling link) is left for the reader to report.
+inline adapter_files locate_adapter_files(const std::string& path) {
+  if (!is_directory(path))
+    return {path, detail::join_path(detail::parent_directory(path), "adapter_config.json")};
+  adapter_files files{detail::join_path(path, "adapter_model.safetensors"),
+                      detail::join_path(path, "adapter_config.json")};
+  if (!detail::path_entry_exists(files.weights)) {
+    const bool pickle = detail::path_exists(detail::join_path(path, "adapter_model.bin"));
+    throw error(pickle ? error_code::unsupported : error_code::io,
+                path + (pickle ? ": holds adapter_model.bin, a pickle; lola reads only "
+                                 "safetensors (convert it with PEFT's save_pretrained)"
+                               : ": no adapter_model.safetensors in this directory"));
+  }
+  return files;
+}
+
+/// Reads the adapter in a validated image into `out` (an adapter<S> or an adapter_view): kohya by
+/// its keys, else PEFT with the config at config_path when an entry is there. A config entry that
+/// is there but unreadable (a FIFO, a dangling link, a link loop) is an error, never taken as
+/// absent; one larger than options.max_config_bytes is error_code::invalid_file.
+template <class Adapter>
+void read_adapter_into(Adapter& out, const safetensors_view& file, const std::string& config_path,
+                       const load_options& options) {
+  if (detect_format(file) == adapter_format::kohya) {
+    read_kohya_into(out, file);
+  } else if (!detail::path_entry_exists(config_path)) {
+    read_peft_into(out, file, nullptr);
+  } else {
+    const json_value config = parse_json(read_text_file(config_path, options.max_config_bytes), config_path);
+    read_peft_into(out, file, &config, config_path);
+  }
+}
+
+/// Loads the adapter at path (locate_adapter_files, read_adapter_into), its factors decoded to S.
 template <class S = float>
 adapter<S> load_adapter(const std::string& path, const load_options& options = {}) {
-  std::string weights = path, config_path;
-  if (is_directory(path)) {
-    weights = detail::join_path(path, "adapter_model.safetensors");
-    config_path = detail::join_path(path, "adapter_config.json");
-    if (!detail::path_entry_exists(weights)) {
-      const bool pickle = detail::path_exists(detail::join_path(path, "adapter_model.bin"));
-      throw error(pickle ? error_code::unsupported : error_code::io,
-                  path + (pickle ? ": holds adapter_model.bin, a pickle; lola reads only "
-                                   "safetensors (convert it with PEFT's save_pretrained)"
-                                 : ": no adapter_model.safetensors in this directory"));
-    }
-  } else {
-    config_path = detail::join_path(detail::parent_directory(path), "adapter_config.json");
-  }
-  const auto file = safetensors_file::open(weights, options.file);
-  if (detect_format(file.view()) == adapter_format::kohya) return read_kohya<S>(file.view());
-  if (!detail::path_entry_exists(config_path)) return read_peft<S>(file.view(), nullptr);
-  const json_value config = parse_json(read_text_file(config_path, options.max_config_bytes), config_path);
-  return read_peft<S>(file.view(), &config, config_path);
+  const auto files = locate_adapter_files(path);
+  const auto file = safetensors_file::open(files.weights, options.file);
+  adapter<S> a;
+  read_adapter_into(a, file.view(), files.config, options);
+  return a;
 }
 
 /// Where and how to save.

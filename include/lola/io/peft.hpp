@@ -245,10 +245,10 @@ inline std::vector<std::size_t> pattern_modules(const std::vector<std::string>& 
 /// or nullptr when there is none: then s = 1, i.e. lora_alpha = r, and a warning says so).
 /// Errors: a module missing a factor, ranks or shapes that disagree, a tensor rank that differs
 /// from the config's r for that module, a non-floating factor dtype — each naming the module.
-template <class S = float>
-adapter<S> read_peft(const safetensors_view& file, const json_value* config = nullptr,
-                     const std::string& config_source = "adapter_config.json") {
-  adapter<S> out;
+/// Into `out`: an adapter<S> (factors decoded) or an adapter_view (factors as stored).
+template <class Adapter>
+void read_peft_into(Adapter& out, const safetensors_view& file, const json_value* config = nullptr,
+                    const std::string& config_source = "adapter_config.json") {
   out.format = adapter_format::peft;
   out.metadata = file.metadata();
   const bool has_config = config && !config->is_null();
@@ -265,7 +265,7 @@ adapter<S> read_peft(const safetensors_view& file, const json_value* config = nu
       for (const auto* t : keys.extras) unmatched.push_back(t);
       continue;
     }
-    auto m = detail::read_module<S>(file, keys, "lora_A", "lora_B");
+    auto m = read_module_as(detail::module_tag<typename Adapter::module_type>{}, file, keys, "lora_A", "lora_B");
     if (cfg.fan_in_fan_out && m.kind == module_kind::linear) m.transposed = true;
     if (has_config) {
       const auto scaling = cfg.scaling(detail::peft_model_name(m.name));
@@ -290,6 +290,14 @@ adapter<S> read_peft(const safetensors_view& file, const json_value* config = nu
   if (!out.passthrough.empty())
     out.warnings.push_back(file.source() + ": " +
                            detail::passthrough_warning(out.passthrough, "not LoRA factors"));
+}
+
+/// read_peft_into into an adapter whose factors are decoded to S.
+template <class S = float>
+adapter<S> read_peft(const safetensors_view& file, const json_value* config = nullptr,
+                     const std::string& config_source = "adapter_config.json") {
+  adapter<S> out;
+  read_peft_into(out, file, config, config_source);
   return out;
 }
 

@@ -1,6 +1,10 @@
 // Exits 0 when lola's headers, its Eigen dependency and C++17 all arrived through the target.
 #include <lola/lola.hpp>
 
+#if defined(LOLA_CONSUMER_SERIAL) && defined(_OPENMP)
+#error "lola::headers must not bring OpenMP to its consumers"
+#endif
+
 #include <cstdio>
 #include <random>
 

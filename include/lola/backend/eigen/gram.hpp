@@ -9,7 +9,7 @@
 /// the product itself; the kernels below read the operands in place. Which one runs depends on
 /// their memory layout, known at compile time:
 ///   columns contiguous (B stored column-major, or Aᵀ of a row-major A: a safetensors tensor)
-///       4×4 tiles of column dot products (the lower block triangle only for a Gram) over blocks
+///       4×2 tiles of column dot products (the lower block triangle only for a Gram) over blocks
 ///       of 256 rows, a block staying in L1 while every tile reads it; the columns beyond the
 ///       last multiple of 4 go through Eigen's product.
 ///   rows contiguous (Aᵀ of a column-major A, or a row-major B), both operands n wide with
@@ -32,6 +32,7 @@
 
 #include "lola/backend/eigen/matrix.hpp"
 #include "lola/backend/eigen/fixed_rank.hpp"
+#include "lola/backend/eigen/widened.hpp"
 #include "lola/core/config.hpp"
 
 namespace lola {
@@ -41,12 +42,15 @@ template <class X>
 constexpr bool contiguous_inner_v =
     (int(X::Flags) & Eigen::DirectAccessBit) && (X::InnerStrideAtCompileTime == 1);
 
-/// One accumulator: 64 bytes of lanes (an AVX-512 register, two AVX ones).
+/// One accumulator: one SIMD register of S, Eigen's packet for the instruction set compiled for
+/// (2 doubles with SSE2, 4 with AVX, 8 with AVX-512).
 template <class S>
-using gram_lane = Eigen::Array<S, 64 / int(sizeof(S)), 1>;
+using gram_lane = Eigen::Array<S, Eigen::internal::packet_traits<S>::size, 1>;
 
 /// G(0:p4, 0:q4) = XᵀY over the first p4 columns of X and q4 of Y (multiples of 4), for X and Y
-/// with contiguous columns; only the lower block triangle when `Lower` (the Gram: Y is X).
+/// with contiguous columns; only the lower block triangle when `Lower` (the Gram: Y is X), in
+/// 4×2 tiles: 8 accumulators and 6 operand registers fit the 16 vector registers of SSE2 and AVX2
+/// (a 4×4 tile of two-register lanes, 40 registers, spilled and ran at half the speed).
 template <bool Lower, class S>
 void cross_columns_tiled(const S* x, index x_stride, const S* y_in, index y_stride_in, index m,
                          index p4, index q4, dense_matrix<S>& g) {
@@ -57,35 +61,36 @@ void cross_columns_tiled(const S* x, index x_stride, const S* y_in, index y_stri
   using lane_map = Eigen::Map<const lane>;
   constexpr index width = lane::SizeAtCompileTime, block = 256;
   const index m_lanes = m / width * width;
-  const auto last_j0 = [&](index i0) { return Lower ? i0 : q4 - 4; };
-  index pairs = 0;
-  for (index i0 = 0; i0 < p4; i0 += 4) pairs += last_j0(i0) / 4 + 1;
-  std::vector<lane> sums(std::size_t(pairs * 16), lane::Zero());
+  constexpr int ta = 4, tb = 2;  // tile rows (of G) and columns
+  const auto last_j0 = [&](index i0) { return Lower ? i0 + ta - tb : q4 - tb; };
+  index tiles = 0;
+  for (index i0 = 0; i0 < p4; i0 += ta) tiles += last_j0(i0) / tb + 1;
+  std::vector<lane> sums(std::size_t(tiles * ta * tb), lane::Zero());
   for (index t0 = 0; t0 < m_lanes; t0 += block) {
     const index t1 = std::min(m_lanes, t0 + block);
-    lane* pair_sums = sums.data();
-    for (index i0 = 0; i0 < p4; i0 += 4)
-      for (index j0 = 0; j0 <= last_j0(i0); j0 += 4, pair_sums += 16) {
-        lane acc[4][4];
-        for (int a = 0; a < 4; ++a)
-          for (int b = 0; b < 4; ++b) acc[a][b] = pair_sums[4 * a + b];
+    lane* tile_sums = sums.data();
+    for (index i0 = 0; i0 < p4; i0 += ta)
+      for (index j0 = 0; j0 <= last_j0(i0); j0 += tb, tile_sums += ta * tb) {
+        lane acc[ta][tb];
+        for (int a = 0; a < ta; ++a)
+          for (int b = 0; b < tb; ++b) acc[a][b] = tile_sums[tb * a + b];
         for (index t = t0; t < t1; t += width) {
-          lane xi[4], yj[4];
-          for (int a = 0; a < 4; ++a) xi[a] = lane_map(x + (i0 + a) * x_stride + t);
-          for (int b = 0; b < 4; ++b) yj[b] = lane_map(y + (j0 + b) * y_stride + t);
-          for (int a = 0; a < 4; ++a)
-            for (int b = 0; b < 4; ++b) acc[a][b] += xi[a] * yj[b];
+          lane xi[ta], yj[tb];
+          for (int a = 0; a < ta; ++a) xi[a] = lane_map(x + (i0 + a) * x_stride + t);
+          for (int b = 0; b < tb; ++b) yj[b] = lane_map(y + (j0 + b) * y_stride + t);
+          for (int a = 0; a < ta; ++a)
+            for (int b = 0; b < tb; ++b) acc[a][b] += xi[a] * yj[b];
         }
-        for (int a = 0; a < 4; ++a)
-          for (int b = 0; b < 4; ++b) pair_sums[4 * a + b] = acc[a][b];
+        for (int a = 0; a < ta; ++a)
+          for (int b = 0; b < tb; ++b) tile_sums[tb * a + b] = acc[a][b];
       }
   }
-  const lane* pair_sums = sums.data();
-  for (index i0 = 0; i0 < p4; i0 += 4)
-    for (index j0 = 0; j0 <= last_j0(i0); j0 += 4, pair_sums += 16)
-      for (int a = 0; a < 4; ++a)
-        for (int b = 0; b < 4; ++b) {
-          S sum = pair_sums[4 * a + b].sum();
+  const lane* tile_sums = sums.data();
+  for (index i0 = 0; i0 < p4; i0 += ta)
+    for (index j0 = 0; j0 <= last_j0(i0); j0 += tb, tile_sums += ta * tb)
+      for (int a = 0; a < ta; ++a)
+        for (int b = 0; b < tb; ++b) {
+          S sum = tile_sums[tb * a + b].sum();
           for (index t = m_lanes; t < m; ++t)
             sum += x[(i0 + a) * x_stride + t] * y[(j0 + b) * y_stride + t];
           g(i0 + a, j0 + b) = sum;
@@ -165,11 +170,10 @@ bool same_matrix(const XD& x, const YD& y) {
   return false;
 }
 
-/// g = XᵀY (p×q) for X (m×p) and Y (m×q) (see the file comment for the kernels); when Y is X,
-/// the Gram, exactly symmetric.
+/// cross_gram_into for operands the kernels read as they are.
 template <class S, class XD, class YD>
-void cross_gram_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::MatrixBase<YD>& y_in,
-                     dense_matrix<S>& g) {
+void cross_gram_direct_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::MatrixBase<YD>& y_in,
+                            dense_matrix<S>& g) {
   const XD& x = x_in.derived();
   const YD& y = y_in.derived();
   const index m = x.rows(), p = x.cols(), q = y.cols();
@@ -203,6 +207,26 @@ void cross_gram_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::MatrixBase<
   }
   if (!done) g.noalias() = x.transpose() * y;
   if (same) g.template triangularView<Eigen::StrictlyUpper>() = g.transpose();
+}
+
+/// g = XᵀY (p×q) for X (m×p) and Y (m×q) (see the file comment for the kernels); when Y is X,
+/// the Gram, exactly symmetric. Factors stored narrower than S are widened first (widened.hpp).
+template <class S, class XD, class YD>
+void cross_gram_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::MatrixBase<YD>& y_in,
+                     dense_matrix<S>& g) {
+  const XD& x = x_in.derived();
+  const YD& y = y_in.derived();
+  if constexpr (widening<XD, S>::value || widening<YD, S>::value) {
+    if (same_matrix(x, y)) {
+      with_widened<S>(x, 0, [&](const auto& wx) { cross_gram_direct_into<S>(wx, wx, g); });
+      return;
+    }
+    with_widened<S>(x, 0, [&](const auto& wx) {
+      with_widened<S>(y, 1, [&](const auto& wy) { cross_gram_direct_into<S>(wx, wy, g); });
+    });
+  } else {
+    cross_gram_direct_into<S>(x, y, g);
+  }
 }
 
 /// g = XᵀX, both triangles, exactly symmetric.

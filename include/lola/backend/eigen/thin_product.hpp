@@ -104,10 +104,10 @@ bool thin_product_rows(const S* x, index m, index n, index stride, const dense_m
   });
 }
 
-/// out = X·C (see the file comment for the kernels); out must already have X.rows()×C.cols().
+/// thin_product_into for an X the kernels read as it is.
 template <class S, class XD, class CD, class Out>
-void thin_product_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::MatrixBase<CD>& c_in,
-                       Out&& out) {
+void thin_product_direct_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::MatrixBase<CD>& c_in,
+                              Out&& out) {
   const XD& x = x_in.derived();
   using O = std::remove_reference_t<Out>;
   const dense_matrix<S> c = c_in;
@@ -128,6 +128,13 @@ void thin_product_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::MatrixBas
     }
   }
   out.noalias() = x * c;
+}
+
+/// out = X·C (see the file comment for the kernels); out must already have X.rows()×C.cols().
+/// A factor stored narrower than S is widened first (widened.hpp).
+template <class S, class XD, class CD, class Out>
+void thin_product_into(const Eigen::MatrixBase<XD>& x, const Eigen::MatrixBase<CD>& c, Out&& out) {
+  with_widened<S>(x.derived(), 0, [&](const auto& wx) { thin_product_direct_into<S>(wx, c, out); });
 }
 
 }  // namespace detail

@@ -1,0 +1,84 @@
+#pragma once
+/// @file
+/// Factors stored narrower than the compute scalar (BF16, F16 or float factors of a double
+/// computation), as the host kernels read them: as_compute<S> of such a factor is Eigen's lazy
+/// cast, which the pointer kernels of gram.hpp and thin_product.hpp cannot read, and which Eigen's
+/// own product would convert while packing, at its slower speed. with_widened hands the kernels
+/// the factor widened into a per-thread scratch buffer of S in the factor's own layout instead:
+/// one exact conversion pass (core/widen.hpp) over a factor that then stays in cache for the
+/// kernel (a 4096×16 factor is 256 KiB in float), no copy of the whole adapter, and, because the
+/// layout and values are those a decoded copy would have, results bit-for-bit equal to computing
+/// from that copy.
+///
+/// Recognised: cast<S>() of a plain matrix or Map with contiguous inner dimension, and the
+/// transpose of that (Aᵀ of a stored A). Anything else is passed through unchanged.
+
+#include <type_traits>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "lola/core/config.hpp"
+#include "lola/core/widen.hpp"
+
+namespace lola {
+namespace detail {
+
+/// What a cast expression widens: `inner` the stored matrix, T its scalar; `transposed` for the
+/// transpose of a cast.
+template <class X, class S>
+struct widening {
+  static constexpr bool value = false;
+};
+template <class T, class S, class Inner>
+struct widening<Eigen::CwiseUnaryOp<Eigen::internal::scalar_cast_op<T, S>, const Inner>, S> {
+  static constexpr bool value = (int(Inner::Flags) & Eigen::DirectAccessBit) && Inner::InnerStrideAtCompileTime == 1;
+  static constexpr bool transposed = false;
+  static constexpr int order = (int(Inner::Flags) & Eigen::RowMajorBit) ? Eigen::RowMajor : Eigen::ColMajor;
+  using stored = T;
+  template <class X>
+  static const Inner& inner(const X& x) {
+    return x.nestedExpression();
+  }
+};
+template <class Cast, class S>
+struct widening<Eigen::Transpose<const Cast>, S> : widening<Cast, S> {
+  static constexpr bool transposed = true;
+  template <class X>
+  static decltype(auto) inner(const X& x) {
+    return widening<Cast, S>::inner(x.nestedExpression());
+  }
+};
+
+/// A per-thread buffer of S for operand `slot` (0 or 1: the two operands of a cross-Gram).
+template <class S>
+S* widening_scratch(int slot, index size) {
+  thread_local std::vector<S> buffers[2];
+  auto& b = buffers[slot];
+  if (b.size() < static_cast<std::size_t>(size)) b.resize(static_cast<std::size_t>(size));
+  return b.data();
+}
+
+/// f(x), with x widened to S in the per-thread scratch `slot` when it is a recognised cast of
+/// stored data (see the file comment); f(x) itself otherwise.
+template <class S, class X, class F>
+decltype(auto) with_widened(const X& x, int slot, F&& f) {
+  using w = widening<X, S>;
+  if constexpr (w::value) {
+    const auto& stored = w::inner(x);
+    using plain = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, w::order>;
+    const index outer = stored.outerSize(), inner = stored.innerSize();
+    S* buffer = widening_scratch<S>(slot, outer * inner);
+    for (index o = 0; o < outer; ++o) widen(stored.data() + o * stored.outerStride(), inner, buffer + o * inner);
+    const Eigen::Map<const plain> widened(buffer, stored.rows(), stored.cols());
+    if constexpr (w::transposed)
+      return f(widened.transpose());
+    else
+      return f(widened);
+  } else {
+    return f(x);
+  }
+}
+
+}  // namespace detail
+}  // namespace lola

@@ -1,0 +1,275 @@
+// io::adapter_view (issue 13, item 5): factors read as the file stores them, widened as the kernels
+// read them. What is asserted:
+//   - the widening of every F16 and BF16 bit pattern equals Eigen's conversion, bit for bit (and a
+//     deliberately wrong widening, without the 2^112 rescaling, is caught by the same comparison);
+//   - the stored-bits finiteness scan finds the first NaN or inf in each dtype;
+//   - σ, U and Vᵀ of every module computed from the view equal those computed from load_adapter's
+//     decoded factors bit for bit, in float and in double, for F32, F16, BF16 and F64 files, ranks
+//     that take the fixed-rank kernels and ranks that do not, an ill-conditioned factor (the
+//     Householder route), a module with mixed dtypes and a tensor at an odd offset (both decoded
+//     per module), and a kohya file;
+//   - the view holds no decoded copy: a module's maps point into the file image;
+//   - a non-finite factor or extra is refused with load_adapter's message.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "lola/features/adapter_spectra.hpp"
+#include "lola/io/adapter_view.hpp"
+#include "lola/io/load.hpp"
+#include "lola/linalg/low_rank_svd.hpp"
+#include "support/adapter_module.hpp"
+#include "support/errors.hpp"
+#include "support/temp_dir.hpp"
+
+namespace {
+
+namespace io = lola::io;
+using lola_test::contains;
+using lola_test::make_module;
+using lola_test::temp_dir;
+using lola_test::thrown_by;
+
+bool same_bits(float a, float b) {
+  std::uint32_t x, y;
+  std::memcpy(&x, &a, 4);
+  std::memcpy(&y, &b, 4);
+  return x == y;
+}
+
+/// A d×r factor with i.i.d. normal entries of scale 1/8 (normal in every dtype).
+Eigen::MatrixXd random_factor(int rows, int cols, std::mt19937_64& rng) {
+  std::normal_distribution<double> normal(0.0, 0.125);
+  Eigen::MatrixXd x(rows, cols);
+  for (double& v : x.reshaped()) v = normal(rng);
+  return x;
+}
+
+/// Modules that reach every kernel: r = 16 (fixed-rank kernels), r = 6 (Eigen's product and the
+/// 4×4 tiles with a remainder), d not a multiple of 4, an ill-conditioned B (two columns equal to
+/// 1e-6 relative: κ ≈ 1e6, the Householder route), and a wide module (d < r).
+io::adapter<float> test_adapter(io::dtype t, std::mt19937_64& rng) {
+  io::adapter<float> a;
+  a.format = io::adapter_format::peft;
+  const auto add = [&](const std::string& name, Eigen::MatrixXd B, const Eigen::MatrixXd& A, double scale) {
+    a.modules.push_back(make_module<float>("base_model.model." + name, B, A, scale, t));
+  };
+  add("layers.0.q_proj", random_factor(301, 16, rng), random_factor(16, 257, rng), 2.0);
+  add("layers.0.v_proj", random_factor(130, 6, rng), random_factor(6, 96, rng), 0.5);
+  Eigen::MatrixXd ill = random_factor(200, 8, rng);
+  ill.col(1) = ill.col(0) + 1e-6 * ill.col(2);
+  add("layers.1.q_proj", ill, random_factor(8, 150, rng), 1.0);
+  add("layers.1.v_proj", random_factor(5, 8, rng), random_factor(8, 64, rng), 1.5);
+  return a;
+}
+
+template <class S, class Module>
+lola::low_rank_svd<S> svd_of(const Module& m) {
+  return m.visit([&](const auto& B, const auto& A) {
+    using lola::detail::as_compute;
+    lola::low_rank_svd<S> svd;
+    svd.compute_factors(as_compute<S>(B), as_compute<S>(A), static_cast<S>(m.scale),
+                        lola::compute_u | lola::compute_vt);
+    return svd;
+  });
+}
+
+/// σ, U and Vᵀ of every module from the view and from load_adapter<S> are the same bits.
+template <class S>
+void check_view_equals_decoded(const std::string& path) {
+  const auto decoded = io::load_adapter<S>(path);
+  const auto view = io::adapter_view::open(path);
+  REQUIRE(view.modules.size() == decoded.modules.size());
+  CHECK(view.format == decoded.format);
+  CHECK(view.warnings == decoded.warnings);
+  const auto sigma_view = lola::adapter_singular_values<S>(view);
+  const auto sigma_decoded = lola::adapter_singular_values<S>(decoded);
+  for (std::size_t i = 0; i < view.modules.size(); ++i) {
+    CAPTURE(view.modules[i].name);
+    CHECK(view.modules[i].name == decoded.modules[i].name);
+    CHECK(view.modules[i].scale == decoded.modules[i].scale);
+    CHECK(sigma_view[i] == sigma_decoded[i]);
+    const auto a = svd_of<S>(view.modules[i]);
+    const auto b = svd_of<S>(decoded.modules[i]);
+    CHECK(a.singularValues() == b.singularValues());
+    CHECK(a.matrixU() == b.matrixU());
+    CHECK(a.matrixVt() == b.matrixVt());
+  }
+}
+
+/// A safetensors image with the tensors at the given byte offsets, in the given order, no padding.
+struct raw_tensor {
+  std::string name, dtype, shape;
+  std::string bytes;
+};
+std::string raw_image(const std::vector<raw_tensor>& tensors) {
+  std::string header = "{", data;
+  for (const auto& t : tensors) {
+    if (header.size() > 1) header += ",";
+    header += "\"" + t.name + "\":{\"dtype\":\"" + t.dtype + "\",\"shape\":" + t.shape + ",\"data_offsets\":[" +
+              std::to_string(data.size()) + "," + std::to_string(data.size() + t.bytes.size()) + "]}";
+    data += t.bytes;
+  }
+  header += "}";
+  while ((8 + header.size()) % 8 != 0) header += ' ';
+  std::string image(8, '\0');
+  std::uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) image[i] = static_cast<char>((n >> (8 * i)) & 0xFF);
+  return image + header + data;
+}
+
+std::string encoded(const Eigen::MatrixXd& m, io::dtype t) {
+  std::string out(static_cast<std::size_t>(m.size()) * io::dtype_bits(t) / 8, '\0');
+  const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> row_major = m;
+  io::encode_elements(row_major.data(), static_cast<std::size_t>(m.size()), t, reinterpret_cast<std::byte*>(out.data()));
+  return out;
+}
+
+void write_text(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+}  // namespace
+
+TEST_SUITE("io.adapter_view") {
+  TEST_CASE("F16 and BF16 widen exactly: every bit pattern, as Eigen converts it") {
+    int wrong = 0;
+    for (std::uint32_t b = 0; b < 65536; ++b) {
+      const auto bits = static_cast<std::uint16_t>(b);
+      const float h = static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits));
+      const float f = lola::detail::widen_f16_bits(bits);
+      if (std::isnan(h)) {
+        CHECK(std::isnan(f));
+      } else {
+        CHECK(same_bits(f, h));
+      }
+      const float bh = static_cast<float>(Eigen::numext::bit_cast<Eigen::bfloat16>(bits));
+      const float bf = lola::detail::widen_bf16_bits(bits);
+      if (std::isnan(bh)) {
+        CHECK(std::isnan(bf));
+      } else {
+        CHECK(same_bits(bf, bh));
+      }
+      // The wrong variant: the shifted bits without the 2^112 rescaling.
+      const float unscaled = lola::detail::float_from_bits(std::uint32_t(bits & 0x7FFFu) << 13);
+      if (!std::isnan(h) && !std::isinf(h) && h != 0 && std::abs(h) != unscaled) ++wrong;
+    }
+    CHECK(wrong > 60000);  // every nonzero finite half but none would be wrong without it
+  }
+
+  TEST_CASE("the stored-bits scan finds the first value that is not finite, in every dtype") {
+    for (const auto t : {io::dtype::F64, io::dtype::F32, io::dtype::F16, io::dtype::BF16}) {
+      CAPTURE(io::dtype_name(t));
+      Eigen::MatrixXd x = Eigen::MatrixXd::Constant(1, 9000, 0.75);
+      const auto finite = encoded(x, t);
+      CHECK(io::first_non_finite_stored(reinterpret_cast<const std::byte*>(finite.data()), t, 9000) == 9000);
+      x(0, 8999) = -INFINITY;
+      x(0, 4100) = NAN;
+      x(0, 4500) = INFINITY;
+      const auto planted = encoded(x, t);
+      CHECK(io::first_non_finite_stored(reinterpret_cast<const std::byte*>(planted.data()), t, 9000) == 4100);
+      CHECK(io::first_non_finite_stored(reinterpret_cast<const std::byte*>(planted.data()), t, 4100) == 4100);
+    }
+  }
+
+  TEST_CASE("σ, U and Vᵀ from the view equal those from the decoded adapter, bit for bit") {
+    std::mt19937_64 rng(20261206);
+    for (const auto t : {io::dtype::F32, io::dtype::F16, io::dtype::BF16, io::dtype::F64}) {
+      CAPTURE(io::dtype_name(t));
+      temp_dir dir;
+      io::save_adapter(test_adapter(t, rng), dir / "a", io::save_form::directory);
+      check_view_equals_decoded<double>(dir / "a");
+      check_view_equals_decoded<float>(dir / "a");
+    }
+  }
+
+  TEST_CASE("the view holds no decoded copy: the factors it visits are the file's bytes") {
+    std::mt19937_64 rng(1);
+    temp_dir dir;
+    io::save_adapter(test_adapter(io::dtype::BF16, rng), dir / "a", io::save_form::directory);
+    auto opened = io::adapter_view::open(dir / "a");
+    const auto view = std::move(opened);  // the views survive a move
+    for (const auto& m : view.modules) {
+      const bool in_file = m.visit([&](const auto& B, const auto& A) {
+        using T = typename std::decay_t<decltype(B)>::Scalar;
+        return std::is_same_v<T, Eigen::bfloat16> &&
+               static_cast<const void*>(B.data()) == static_cast<const void*>(m.B.data) &&
+               static_cast<const void*>(A.data()) == static_cast<const void*>(m.A.data);
+      });
+      CHECK(in_file);
+    }
+    check_view_equals_decoded<double>(dir / "a");
+  }
+
+  TEST_CASE("mixed dtypes and a tensor at an odd offset are decoded per module, with equal results") {
+    std::mt19937_64 rng(3);
+    const Eigen::MatrixXd B = random_factor(40, 4, rng), A = random_factor(4, 24, rng);
+    const Eigen::MatrixXd B2 = random_factor(36, 4, rng), A2 = random_factor(4, 20, rng);
+    // A one-byte U8 tensor first puts every following tensor at an odd offset.
+    const std::string image = raw_image({
+        {"base_model.model.pad", "U8", "[1]", std::string(1, '\x01')},
+        {"base_model.model.odd.lora_A.weight", "F16", "[4,24]", encoded(A, io::dtype::F16)},
+        {"base_model.model.odd.lora_B.weight", "F16", "[40,4]", encoded(B, io::dtype::F16)},
+        {"base_model.model.mixed.lora_A.weight", "BF16", "[4,20]", encoded(A2, io::dtype::BF16)},
+        {"base_model.model.mixed.lora_B.weight", "F32", "[36,4]", encoded(B2, io::dtype::F32)},
+    });
+    temp_dir dir;
+    write_text(dir / "adapter_model.safetensors", image);
+    const auto view = io::adapter_view::open(dir / "adapter_model.safetensors");
+    REQUIRE(view.modules.size() == 2);
+    CHECK(reinterpret_cast<std::uintptr_t>(view.modules[0].A.data) % 2 == 1);
+    CHECK_FALSE(view.modules[0].A.readable_as<Eigen::half>());
+    CHECK(view.modules[1].B.type != view.modules[1].A.type);
+    CHECK(view.passthrough.size() == 1);
+    check_view_equals_decoded<double>(dir / "adapter_model.safetensors");
+    check_view_equals_decoded<float>(dir / "adapter_model.safetensors");
+  }
+
+  TEST_CASE("a kohya file: scales from alphas, σ equal to the decoded adapter's") {
+    std::mt19937_64 rng(4);
+    io::adapter<float> a;
+    a.format = io::adapter_format::kohya;
+    a.modules.push_back(make_module<float>("lora_unet_down_blocks_0_attn1_to_q", random_factor(64, 8, rng),
+                                           random_factor(8, 48, rng), 0.5, io::dtype::F16));
+    temp_dir dir;
+    io::save_adapter(a, dir / "k.safetensors", io::save_form::file);
+    const auto view = io::adapter_view::open(dir / "k.safetensors");
+    CHECK(view.format == io::adapter_format::kohya);
+    CHECK(view.modules[0].scale == 0.5);
+    check_view_equals_decoded<double>(dir / "k.safetensors");
+  }
+
+  TEST_CASE("a factor or extra that is not finite is refused with load_adapter's message") {
+    std::mt19937_64 rng(5);
+    const Eigen::MatrixXd B = random_factor(12, 4, rng), A = random_factor(4, 10, rng);
+    for (const auto t : {io::dtype::F32, io::dtype::F16, io::dtype::BF16, io::dtype::F64}) {
+      CAPTURE(io::dtype_name(t));
+      Eigen::MatrixXd bad_A = A;
+      bad_A(2, 7) = NAN;
+      Eigen::VectorXd magnitude = Eigen::VectorXd::Ones(12);
+      magnitude(3) = INFINITY;
+      temp_dir dir;
+      const std::string factor_path = dir / "factor.safetensors", extra_path = dir / "extra.safetensors";
+      write_text(factor_path, raw_image({{"m.lora_A.weight", std::string(io::dtype_name(t)), "[4,10]", encoded(bad_A, t)},
+                                         {"m.lora_B.weight", std::string(io::dtype_name(t)), "[12,4]", encoded(B, t)}}));
+      write_text(extra_path, raw_image({{"m.lora_A.weight", std::string(io::dtype_name(t)), "[4,10]", encoded(A, t)},
+                                        {"m.lora_B.weight", std::string(io::dtype_name(t)), "[12,4]", encoded(B, t)},
+                                        {"m.lora_magnitude_vector", "F32", "[12]", encoded(magnitude, io::dtype::F32)}}));
+      for (const auto& path : {factor_path, extra_path}) {
+        const auto from_view = thrown_by([&] { io::adapter_view::open(path); });
+        const auto from_load = thrown_by([&] { io::load_adapter<double>(path); });
+        CHECK(from_view.code() == lola::error_code::invalid_file);
+        CHECK(std::string(from_view.what()) == from_load.what());
+        CHECK(contains(from_view.what(), "not finite"));
+      }
+    }
+  }
+}
