@@ -57,6 +57,7 @@
 #include "lola/io/adapter.hpp"
 #include "lola/io/adapter_view.hpp"
 #include "lola/io/dtype.hpp"
+#include "lola/io/encoded_adapter.hpp"
 #include "lola/io/json.hpp"
 #include "lola/io/load.hpp"
 #include "lola/io/safetensors.hpp"

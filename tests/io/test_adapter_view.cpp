@@ -9,7 +9,9 @@
 //     Householder route), a module with mixed dtypes and a tensor at an odd offset (both decoded
 //     per module), and a kohya file;
 //   - the view holds no decoded copy: a module's maps point into the file image;
-//   - a non-finite factor or extra is refused with load_adapter's message.
+//   - a non-finite factor or extra is refused with load_adapter's message;
+//   - featurize (every kind) and the GL-net forward over views equal those over the decoded
+//     adapters, bit for bit.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -23,9 +25,11 @@
 #include <Eigen/Core>
 
 #include "lola/features/adapter_spectra.hpp"
+#include "lola/features/featurize.hpp"
 #include "lola/io/adapter_view.hpp"
 #include "lola/io/load.hpp"
 #include "lola/linalg/low_rank_svd.hpp"
+#include "lola/nn/gl_net.hpp"
 #include "support/adapter_module.hpp"
 #include "support/errors.hpp"
 #include "support/temp_dir.hpp"
@@ -270,6 +274,50 @@ TEST_SUITE("io.adapter_view") {
         CHECK(std::string(from_view.what()) == from_load.what());
         CHECK(contains(from_view.what(), "not finite"));
       }
+    }
+  }
+
+  TEST_CASE("featurize and the GL-net forward over views equal those over decoded adapters, bit for bit") {
+    std::mt19937_64 rng(6);
+    for (const auto t : {io::dtype::F32, io::dtype::BF16}) {
+      CAPTURE(io::dtype_name(t));
+      temp_dir dir;
+      io::save_adapter(test_adapter(t, rng), dir / "a", io::save_form::directory);
+      io::save_adapter(test_adapter(t, rng), dir / "b", io::save_form::directory);
+      // The O-Align template is a third adapter: aligning an adapter to itself takes the Gram
+      // kernel for BᵀB̄ (one operand), its view the cross-Gram (two), equal only to rounding.
+      const auto templ = test_adapter(t, rng);
+      const auto da = io::load_adapter<double>(dir / "a"), db = io::load_adapter<double>(dir / "b");
+      const auto va = io::adapter_view::open(dir / "a"), vb = io::adapter_view::open(dir / "b");
+      const std::vector<const io::adapter<double>*> decoded = {&da, &db};
+      const std::vector<const io::adapter_view*> views = {&va, &vb};
+      for (auto kind : {lola::feature_kind::raw, lola::feature_kind::svd, lola::feature_kind::dense,
+                        lola::feature_kind::align, lola::feature_kind::canonical}) {
+        const std::string kind_name = lola::to_string(kind);
+        CAPTURE(kind_name);
+        lola::featurize_options<double> options;
+        options.kind = kind;
+        options.fold_scale = true;
+        const io::adapter<double> templ_double = [&] {
+          io::adapter<double> out;
+          for (const auto& m : templ.modules)
+            out.modules.push_back(make_module<double>(m.name, m.B, m.A, m.scale, t));
+          return out;
+        }();
+        options.templ = &templ_double;
+        CHECK(lola::featurize(views, options) == lola::featurize(decoded, options));
+      }
+      std::vector<lola::index> n, m;
+      for (std::size_t j : io::lexicographic_module_order(da)) {
+        n.push_back(da.modules[j].rows());
+        m.push_back(da.modules[j].cols());
+      }
+      const auto net = lola::nn::gl_net<double>::random(n, m, 6, 2, 8, 3, lola::nn::pooling::flatten, rng);
+      lola::nn::gl_net_options options;
+      options.fold_scale = true;
+      const Eigen::MatrixXd from_views = net.forward(views, options), from_decoded = net.forward(decoded, options);
+      CHECK(from_views == from_decoded);
+      CHECK(net.forward(va, options) == net.forward(da, options));
     }
   }
 }

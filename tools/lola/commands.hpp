@@ -12,6 +12,7 @@
 #include <lola/features/featurize.hpp>
 #include <lola/features/spectrum.hpp>
 #include <lola/io/adapter_view.hpp>
+#include <lola/io/encoded_adapter.hpp>
 #include <lola/io/load.hpp>
 #include <lola/linalg/low_rank_svd.hpp>
 #include <lola/nn/gl_net_weights.hpp>
@@ -114,7 +115,8 @@ void for_each_module(const std::string& path, const std::vector<std::string>& na
   });
 }
 
-inline std::vector<std::string> module_names(const adapter& a) {
+template <class Module>
+std::vector<std::string> module_names(const io::basic_adapter<Module>& a) {
   std::vector<std::string> names;
   for (const auto& m : a.modules) names.push_back(m.name);
   return names;
@@ -132,7 +134,8 @@ inline adapter load(const std::string& path, const streams& s) {
 }
 
 /// Saves in the form of `like` (a directory for a directory input, a file for a file).
-inline void save(const adapter& a, const std::string& like, const std::string& out) {
+template <class Module>
+void save(const io::basic_adapter<Module>& a, const std::string& like, const std::string& out) {
   io::save_adapter(a, out, io::is_directory(like) ? io::save_form::directory : io::save_form::file);
 }
 
@@ -236,19 +239,39 @@ struct canonicalize_options {
   std::string form = "balanced";
 };
 
+/// The view of the adapter at path, its warnings reported.
+inline io::adapter_view open_view(const std::string& path, const streams& s) {
+  auto a = io::adapter_view::open(path);
+  report_warnings(a, s);
+  return a;
+}
+
+/// f(B, A) with module m's factors read in double as the file stores them (widened as the kernels
+/// read them: no decoded copy of the adapter).
+template <class F>
+decltype(auto) with_double_factors(const io::module_view& m, F&& f) {
+  return m.visit([&](const auto& B, const auto& A) {
+    using lola::detail::as_compute;
+    return f(as_compute<double>(B), as_compute<double>(A));
+  });
+}
+
 inline int canonicalize(const canonicalize_options& o, streams& s) {
   check_output_is_not_an_input(o.output, io::is_directory(o.path), {{o.path, input_role::replaced, "PATH"}});
   const auto form = o.form == "left" ? lola::canonical_form::left : lola::canonical_form::balanced;
-  adapter a = load(o.path, s);
+  const auto in = open_view(o.path, s);
+  auto out = io::encoded_adapter::copy_of(in);
   std::atomic<int> degenerate{0};
-  for_each_module(o.path, module_names(a), "canonicalize", s.err(), [&](std::size_t i) {
-    auto& m = a.modules[i];
-    auto c = lola::canonicalize(m.delta(), form);
-    degenerate += c.degenerate;
-    m.set_factors(c.factors.B(), c.factors.A(), m.scale);
+  for_each_module(o.path, module_names(in), "canonicalize", s.err(), [&](std::size_t i) {
+    const auto& m = in.modules[i];
+    with_double_factors(m, [&](const auto& B, const auto& A) {
+      auto c = lola::canonicalize(lola::factor(B, A, m.scale), form);
+      degenerate += c.degenerate;
+      out.modules[i].set_factors(c.factors.B(), c.factors.A(), m.scale);
+    });
   });
-  save(a, o.path, o.output);
-  std::string line = format("canonicalized %zu modules (%s form) into %s", a.modules.size(), o.form.c_str(),
+  save(out, o.path, o.output);
+  std::string line = format("canonicalized %zu modules (%s form) into %s", out.modules.size(), o.form.c_str(),
                             shown(o.output).c_str());
   if (degenerate > 0)
     line += format("; %d with repeated singular values (a rotation of those pairs is left free)", degenerate.load());
@@ -279,22 +302,23 @@ inline int resize(const resize_options& o, streams& s) {
   }
   if (rules.size() != 1) throw usage_error("give exactly one of --rank, --sv-fro, --sv-ratio, --sv-cumulative");
   check_output_is_not_an_input(o.output, io::is_directory(o.path), {{o.path, input_role::replaced, "PATH"}});
-  adapter a = load(o.path, s);
-  std::vector<lola::index> old_rank(a.modules.size());
-  std::vector<double> retained(a.modules.size());
-  for_each_module(o.path, module_names(a), "resize", s.err(), [&](std::size_t i) {
-    auto& m = a.modules[i];
-    old_rank[i] = m.rank();
-    auto r = lola::resize(m.delta(), rules[0]);
-    retained[i] = r.retained_fro_fraction;
-    m.set_factors(r.factors.B(), r.factors.A(), m.scale);
+  const auto in = open_view(o.path, s);
+  auto out = io::encoded_adapter::copy_of(in);
+  std::vector<double> retained(in.modules.size());
+  for_each_module(o.path, module_names(in), "resize", s.err(), [&](std::size_t i) {
+    const auto& m = in.modules[i];
+    with_double_factors(m, [&](const auto& B, const auto& A) {
+      auto r = lola::resize(lola::factor(B, A, m.scale), rules[0]);
+      retained[i] = r.retained_fro_fraction;
+      out.modules[i].set_factors(r.factors.B(), r.factors.A(), m.scale);
+    });
   });
-  save(a, o.path, o.output);
+  save(out, o.path, o.output);
   std::string text;
-  for (std::size_t i = 0; i < a.modules.size(); ++i)
-    text += format("%s: rank %ld -> %ld, retained Frobenius fraction %.6f\n", shown(a.modules[i].name).c_str(),
-                   static_cast<long>(old_rank[i]), static_cast<long>(a.modules[i].rank()), retained[i]);
-  text += format("resized %zu modules into %s\n", a.modules.size(), shown(o.output).c_str());
+  for (std::size_t i = 0; i < in.modules.size(); ++i)
+    text += format("%s: rank %ld -> %ld, retained Frobenius fraction %.6f\n", shown(in.modules[i].name).c_str(),
+                   static_cast<long>(in.modules[i].rank()), static_cast<long>(out.modules[i].rank()), retained[i]);
+  text += format("resized %zu modules into %s\n", in.modules.size(), shown(o.output).c_str());
   s.print(text);
   return 0;
 }
@@ -453,31 +477,39 @@ inline std::string adapter_label(std::size_t i, const std::string& path) {
   return "adapter " + std::to_string(i) + " (" + path + ")";
 }
 
-/// Adapters loaded from some of the run's paths, with their indices in the run.
+/// Adapters read from some of the run's paths, with their indices in the run: decoded
+/// (io::adapter<double>) or as the files store them (io::adapter_view).
+template <class Adapter = adapter>
 struct loaded_adapters {
-  std::vector<adapter> adapters;
+  std::vector<Adapter> adapters;
   std::vector<std::size_t> index;
 };
 
-/// Loads paths[i] for every i in `which`, in parallel, with progress. A failure is a lola::error
+inline void read_into(std::optional<adapter>& out, const std::string& path) { out = io::load_adapter<double>(path); }
+inline void read_into(std::optional<io::adapter_view>& out, const std::string& path) {
+  out = io::adapter_view::open(path);
+}
+
+/// Reads paths[i] for every i in `which`, in parallel, with progress. A failure is a lola::error
 /// naming the adapter's index in the run and its path; with skip_bad the adapter is left out,
 /// reported on stderr and added to `skipped` instead.
-inline loaded_adapters load_adapters(const std::vector<std::string>& paths, const std::vector<std::size_t>& which,
-                                     bool skip_bad, std::vector<skipped_adapter>& skipped, const streams& s,
-                                     progress& p) {
-  std::vector<adapter> out(which.size());
+template <class Adapter = adapter>
+loaded_adapters<Adapter> load_adapters(const std::vector<std::string>& paths, const std::vector<std::size_t>& which,
+                                       bool skip_bad, std::vector<skipped_adapter>& skipped, const streams& s,
+                                       progress& p) {
+  std::vector<std::optional<Adapter>> out(which.size());
   std::vector<std::optional<std::string>> failure(which.size());
   lola::parallel_for(static_cast<lola::index>(which.size()), [&](lola::index k) {
     const std::size_t item = static_cast<std::size_t>(k), i = which[item];
     try {
-      out[item] = io::load_adapter<double>(paths[i]);
+      read_into(out[item], paths[i]);
     } catch (const lola::error& e) {
       if (!skip_bad) throw lola::error(e.code(), adapter_label(i, paths[i]) + ": " + e.message());
       failure[item] = e.message();
     }
     p.tick();
   });
-  loaded_adapters result;
+  loaded_adapters<Adapter> result;
   for (std::size_t item = 0; item < which.size(); ++item) {
     const std::size_t i = which[item];
     if (failure[item]) {
@@ -485,8 +517,8 @@ inline loaded_adapters load_adapters(const std::vector<std::string>& paths, cons
       skipped.push_back({paths[i], *failure[item]});
       continue;
     }
-    report_warnings(out[item], s);
-    result.adapters.push_back(std::move(out[item]));
+    report_warnings(*out[item], s);
+    result.adapters.push_back(std::move(*out[item]));
     result.index.push_back(i);
   }
   return result;
@@ -545,8 +577,8 @@ inline int glnet(const glnet_options& o, streams& s) {
   for (std::size_t first = 0; first < paths.size(); first += adapters_per_chunk) {
     std::vector<std::size_t> which;
     for (std::size_t i = first; i < std::min(first + adapters_per_chunk, paths.size()); ++i) which.push_back(i);
-    const loaded_adapters chunk = load_adapters(paths, which, o.skip_bad, found.skipped, s, p);
-    std::vector<const adapter*> batch;
+    const auto chunk = load_adapters<io::adapter_view>(paths, which, o.skip_bad, found.skipped, s, p);
+    std::vector<const io::adapter_view*> batch;
     std::vector<std::string> names;
     for (std::size_t k = 0; k < chunk.adapters.size(); ++k) {
       batch.push_back(&chunk.adapters[k]);
@@ -619,16 +651,17 @@ inline int features(const features_options& o, streams& s) {
     options.templ = &templ;
   }
 
-  // The first adapter that loads fixes the layout (module order, svd lengths).
+  // The first adapter that loads fixes the layout (module order, svd lengths). The adapters are
+  // read as their files store them: the kernels widen the factors as they read them.
   progress p("features", paths.size(), s.err());
   std::size_t first_index = 0;
-  adapter first;
+  std::optional<io::adapter_view> first;
   for (;; ++first_index) {
     if (first_index == paths.size())
       throw lola::error(lola::error_code::invalid_argument,
                         "features: every adapter was skipped (" + std::to_string(found.skipped.size()) +
                             "); nothing to featurize");
-    loaded_adapters one = load_adapters(paths, {first_index}, o.skip_bad, found.skipped, s, p);
+    auto one = load_adapters<io::adapter_view>(paths, {first_index}, o.skip_bad, found.skipped, s, p);
     if (!one.adapters.empty()) {
       first = std::move(one.adapters.front());
       break;
@@ -640,7 +673,7 @@ inline int features(const features_options& o, streams& s) {
   options.labels = {paths[first_index]};
   options.indices = {first_index};
   options.max_elements = std::uint64_t(1) << 30;
-  const lola::feature_table_layout<double> layout = lola::table_layout(first, options);
+  const auto layout = lola::table_layout(*first, options);
   const std::uint64_t F = static_cast<std::uint64_t>(layout.features());
   const std::uint64_t N = paths.size() - first_index;
   lola::require_table_fits(N, layout, options);
@@ -651,12 +684,12 @@ inline int features(const features_options& o, streams& s) {
   for (std::size_t start = rest; start == rest || start < paths.size(); start += adapters_per_chunk) {
     std::vector<std::size_t> which;
     for (std::size_t i = start; i < std::min(start + adapters_per_chunk, paths.size()); ++i) which.push_back(i);
-    const loaded_adapters chunk = load_adapters(paths, which, o.skip_bad, found.skipped, s, p);
-    std::vector<const adapter*> batch;
+    const auto chunk = load_adapters<io::adapter_view>(paths, which, o.skip_bad, found.skipped, s, p);
+    std::vector<const io::adapter_view*> batch;
     options.indices.clear();
     options.labels.clear();
     if (start == rest) {  // the first adapter's row, with the first batch
-      batch.push_back(&first);
+      batch.push_back(&*first);
       options.indices.push_back(first_index);
       options.labels.push_back(paths[first_index]);
     }

@@ -4,9 +4,22 @@
 #include <cstdio>
 #include <exception>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "run.hpp"
 
 int main(int argc, char** argv) {
+#if defined(__GLIBC__)
+  // Every module's work allocates and frees factor-sized buffers (0.5 MB for a 4096×16 double
+  // factor) many times. By default glibc serves each from a fresh mmap, or returns freed heap top
+  // above 128 KiB to the kernel, so the next module faults and zeroes the pages again: 40% of
+  // `lola canonicalize` on a Llama-2-7B adapter. Kept in the process instead, the pages are reused
+  // (benchmarks/PROCESS.md); the file images themselves (> 64 MiB) are still mapped and unmapped.
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
   try {
     return lola_cli::run(argc, argv);
   } catch (const std::exception& e) {

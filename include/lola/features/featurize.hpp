@@ -148,9 +148,8 @@ inline std::string module_shape(index d, index k, index r) {
 }
 
 /// The block of module m (of the first adapter) at `offset`.
-template <class S>
-feature_block make_block(const io::adapter_module<S>& m, const featurize_options<S>& options,
-                         index offset) {
+template <class S, class Module>
+feature_block make_block(const Module& m, const featurize_options<S>& options, index offset) {
   feature_block b{m.name, offset, 0, m.rows(), m.cols(), m.rank()};
   switch (options.kind) {
     case feature_kind::raw:
@@ -188,9 +187,8 @@ void write_factor_block(S* dst, S s, const MB& B, const MA& A) {
 
 /// The blocks of a feature row, in layout order (see the file comment); `first` fixes the layout.
 /// Throws invalid_argument when a module name occurs twice in `first`.
-template <class S>
-std::vector<feature_block> feature_layout(const io::adapter<S>& first,
-                                          const featurize_options<S>& options) {
+template <class S, class Adapter>
+std::vector<feature_block> feature_layout(const Adapter& first, const featurize_options<S>& options) {
   const auto order = io::lexicographic_module_order(first);
   std::vector<feature_block> blocks;
   blocks.reserve(order.size());
@@ -219,10 +217,11 @@ std::vector<feature_block> feature_layout(const io::adapter<S>& first,
 /// the adapter every other row is checked against (the same module names, d and k, and r where the
 /// kind needs it), named in messages as first_name. Holds `first` by pointer: it must outlive the
 /// layout. A table built in batches (featurize_into) keeps one layout for all of them, so the
-/// first adapter is neither reloaded nor featurized again per batch.
-template <class S>
+/// first adapter is neither reloaded nor featurized again per batch. Adapter is io::adapter<S> or
+/// io::adapter_view (factors as the file stores them, widened as the kernels read them).
+template <class S, class Adapter = io::adapter<S>>
 struct feature_table_layout {
-  const io::adapter<S>* first = nullptr;
+  const Adapter* first = nullptr;
   std::string first_name;
   std::vector<feature_block> blocks;
 
@@ -232,16 +231,16 @@ struct feature_table_layout {
 
 /// The layout `first` fixes; `first` is named as options.indices and options.labels name their
 /// entry 0 (adapter 0 when they are empty).
-template <class S>
-feature_table_layout<S> table_layout(const io::adapter<S>& first, const featurize_options<S>& options) {
+template <class S, class Adapter>
+feature_table_layout<S, Adapter> table_layout(const Adapter& first, const featurize_options<S>& options) {
   return {&first, detail::adapter_name(0, options), feature_layout(first, options)};
 }
 
 /// Throws invalid_argument, before anything is allocated, when N rows of `layout` exceed
 /// options.max_elements values, naming the largest block (dense features mostly: one SD-1.4 UNet
 /// adapter has 46,755,840).
-template <class S>
-void require_table_fits(std::uint64_t N, const feature_table_layout<S>& layout,
+template <class S, class Adapter>
+void require_table_fits(std::uint64_t N, const feature_table_layout<S, Adapter>& layout,
                         const featurize_options<S>& options) {
   const auto F = static_cast<std::uint64_t>(layout.features());
   if (F == 0 || N <= options.max_elements / F) return;
@@ -260,9 +259,8 @@ void require_table_fits(std::uint64_t N, const feature_table_layout<S>& layout,
 namespace detail {
 
 /// The checks that need no layout: labels, indices, template, null pointers.
-template <class S>
-void check_featurize_inputs(const std::vector<const io::adapter<S>*>& adapters,
-                            const featurize_options<S>& options) {
+template <class S, class Adapter>
+void check_featurize_inputs(const std::vector<const Adapter*>& adapters, const featurize_options<S>& options) {
   const std::string context = featurize_context(options.kind);
   if (!options.labels.empty() && options.labels.size() != adapters.size())
     throw error(error_code::invalid_argument,
@@ -283,15 +281,15 @@ void check_featurize_inputs(const std::vector<const io::adapter<S>*>& adapters,
 
 /// Matches every adapter's modules to the blocks of `layout`, checks them against layout.first,
 /// and fills the N rows of F values at out, out + stride, ….
-template <class S>
-void featurize_rows(const feature_table_layout<S>& layout,
-                    const std::vector<const io::adapter<S>*>& adapters,
+template <class S, class Adapter>
+void featurize_rows(const feature_table_layout<S, Adapter>& layout, const std::vector<const Adapter*>& adapters,
                     const featurize_options<S>& options, S* out, index stride) {
+  using module_type = typename Adapter::module_type;
   const std::string context = featurize_context(options.kind);
   const auto name_of = [&](std::size_t i) { return adapter_name(i, options); };
   const std::string& first_name = layout.first_name;
   const std::vector<feature_block>& blocks = layout.blocks;
-  const io::adapter<S>& first = *layout.first;
+  const Adapter& first = *layout.first;
   const index L = static_cast<index>(blocks.size());
   const index N = static_cast<index>(adapters.size());
   const bool same_rank = options.kind == feature_kind::raw || options.kind == feature_kind::align ||
@@ -324,10 +322,10 @@ void featurize_rows(const feature_table_layout<S>& layout,
   }
 
   // modules[i·L + j]: adapter i's module of block j.
-  std::vector<const io::adapter_module<S>*> modules(static_cast<std::size_t>(N * L), nullptr);
+  std::vector<const module_type*> modules(static_cast<std::size_t>(N * L), nullptr);
   parallel_for(N, [&](index i) {
-    const io::adapter<S>& a = *adapters[std::size_t(i)];
-    const io::adapter_module<S>** row = modules.data() + i * L;
+    const Adapter& a = *adapters[std::size_t(i)];
+    const module_type** row = modules.data() + i * L;
     for (const auto& m : a.modules) {
       const auto it = position.find(m.name);
       if (it == position.end())
@@ -361,37 +359,45 @@ void featurize_rows(const feature_table_layout<S>& layout,
   parallel_for(N * L, [&](index item) {
     const index i = item / L, j = item % L;
     const feature_block& b = blocks[std::size_t(j)];
-    const io::adapter_module<S>& m = *modules[std::size_t(item)];
+    const module_type& m = *modules[std::size_t(item)];
     S* dst = out + i * stride + b.offset;
     const S s = options.fold_scale ? static_cast<S>(m.scale) : S(1);
     try {
-      const auto delta = factor(m.B, m.A, s);
-      switch (options.kind) {
-        case feature_kind::raw: write_factor_block(dst, s, m.B, m.A); break;
-        case feature_kind::svd:
-          Eigen::Map<Eigen::Matrix<S, Eigen::Dynamic, 1>>(dst, b.size) =
-              singular_values(delta, b.size);
-          break;
-        case feature_kind::dense: {
-          Eigen::Map<feature_matrix<S>> W(dst, b.rows, b.cols);
-          if (m.rank() == 0)
-            W.setZero();
-          else
-            W.noalias() = s * m.B * m.A;
-          break;
+      m.visit([&](const auto& B_stored, const auto& A_stored) {
+        using detail::as_compute;
+        const auto& B = as_compute<S>(B_stored);
+        const auto& A = as_compute<S>(A_stored);
+        const auto delta = factor(B, A, s);
+        switch (options.kind) {
+          case feature_kind::raw: write_factor_block(dst, s, B, A); break;
+          case feature_kind::svd:
+            Eigen::Map<Eigen::Matrix<S, Eigen::Dynamic, 1>>(dst, b.size) = singular_values(delta, b.size);
+            break;
+          case feature_kind::dense: {
+            Eigen::Map<feature_matrix<S>> W(dst, b.rows, b.cols);
+            if (m.rank() == 0) {
+              W.setZero();
+            } else {
+              // The GEMM over plain copies in S, s folded into B's, so that its rounding does not
+              // depend on how the factors are stored (decoded, or as the file holds them).
+              const feature_matrix<S> scaled_B = s * B, plain_A = A;
+              W.noalias() = scaled_B * plain_A;
+            }
+            break;
+          }
+          case feature_kind::align: {
+            const auto& t = *templ[std::size_t(j)];
+            const auto aligned = o_align(delta, factor(t.B, t.A)).aligned;
+            write_factor_block(dst, aligned.scale(), aligned.B(), aligned.A());
+            break;
+          }
+          case feature_kind::canonical: {
+            const auto canonical = canonicalize(delta, options.form).factors;
+            write_factor_block(dst, canonical.scale(), canonical.B(), canonical.A());
+            break;
+          }
         }
-        case feature_kind::align: {
-          const auto& t = *templ[std::size_t(j)];
-          const auto aligned = o_align(delta, factor(t.B, t.A)).aligned;
-          write_factor_block(dst, aligned.scale(), aligned.B(), aligned.A());
-          break;
-        }
-        case feature_kind::canonical: {
-          const auto canonical = canonicalize(delta, options.form).factors;
-          write_factor_block(dst, canonical.scale(), canonical.B(), canonical.A());
-          break;
-        }
-      }
+      });
     } catch (const error& e) {
       throw error(e.code(), context + ": module '" + m.name + "' (" +
                                 module_shape(m.rows(), m.cols(), m.rank()) + ") of " +
@@ -413,8 +419,8 @@ struct non_deduced {
 /// adapter the batch is checked against (table_layout of the run's first adapter, which need not
 /// be in the batch). Allocates only the per-module work and an N·L table of module pointers;
 /// max_elements is not consulted (require_table_fits).
-template <class S>
-void featurize_into(const feature_table_layout<S>& layout, const std::vector<const io::adapter<S>*>& adapters,
+template <class S, class Adapter>
+void featurize_into(const feature_table_layout<S, Adapter>& layout, const std::vector<const Adapter*>& adapters,
                     const featurize_options<S>& options,
                     Eigen::Ref<feature_matrix<typename detail::non_deduced<S>::type>> out) {
   detail::check_featurize_inputs(adapters, options);
@@ -429,10 +435,9 @@ void featurize_into(const feature_table_layout<S>& layout, const std::vector<con
     detail::featurize_rows(layout, adapters, options, out.data(), static_cast<index>(out.outerStride()));
 }
 
-/// featurize_into with the layout of adapters[0].
-template <class S>
-void featurize_into(const std::vector<const io::adapter<S>*>& adapters,
-                    const featurize_options<S>& options,
+/// featurize_into with the layout of adapters[0]. Adapter is io::adapter<T> or io::adapter_view.
+template <class S, class Adapter>
+void featurize_into(const std::vector<const Adapter*>& adapters, const featurize_options<S>& options,
                     Eigen::Ref<feature_matrix<typename detail::non_deduced<S>::type>> out) {
   detail::check_featurize_inputs(adapters, options);
   if (adapters.empty()) {
@@ -444,18 +449,32 @@ void featurize_into(const std::vector<const io::adapter<S>*>& adapters,
   featurize_into(table_layout(*adapters.front(), options), adapters, options, out);
 }
 
-/// The N×F feature matrix of `adapters`, row i for adapters[i] (see the file comment); 0×0 for
-/// an empty list.
+/// (owning adapters of S, listed in braces)
 template <class S>
-feature_matrix<S> featurize(const std::vector<const io::adapter<S>*>& adapters,
-                            const featurize_options<S>& options = {}) {
+void featurize_into(const std::vector<const io::adapter<S>*>& adapters, const featurize_options<S>& options,
+                    Eigen::Ref<feature_matrix<typename detail::non_deduced<S>::type>> out) {
+  featurize_into<S, io::adapter<S>>(adapters, options, out);
+}
+
+/// The N×F feature matrix of `adapters`, row i for adapters[i] (see the file comment); 0×0 for
+/// an empty list. Adapter is io::adapter<T> or io::adapter_view (its factors read as the file
+/// stores them, widened as the kernels read them).
+template <class S, class Adapter>
+feature_matrix<S> featurize(const std::vector<const Adapter*>& adapters, const featurize_options<S>& options) {
   detail::check_featurize_inputs(adapters, options);
   if (adapters.empty()) return feature_matrix<S>(0, 0);
-  const feature_table_layout<S> layout = table_layout(*adapters.front(), options);
+  const feature_table_layout<S, Adapter> layout = table_layout(*adapters.front(), options);
   require_table_fits(adapters.size(), layout, options);
   feature_matrix<S> out(static_cast<index>(adapters.size()), layout.features());
   detail::featurize_rows(layout, adapters, options, out.data(), layout.features());
   return out;
+}
+
+/// (owning adapters of S, computed in S by default)
+template <class S>
+feature_matrix<S> featurize(const std::vector<const io::adapter<S>*>& adapters,
+                            const featurize_options<S>& options = {}) {
+  return featurize<S, io::adapter<S>>(adapters, options);
 }
 
 }  // namespace lola

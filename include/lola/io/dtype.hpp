@@ -140,6 +140,16 @@ inline void store_le(std::byte* p, UInt v) noexcept {
   for (std::size_t i = 0; i < sizeof(UInt); ++i) p[i] = static_cast<std::byte>((v >> (8 * i)) & 0xff);
 }
 
+/// The BF16 bits of a float rounded to nearest, ties to even: Eigen's conversion bit for bit (a NaN
+/// becomes the quiet NaN 0x7FC0 with its sign), branch-free so that loops of it vectorize.
+inline std::uint16_t narrow_to_bf16_bits(float v) noexcept {
+  std::uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  const std::uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const std::uint32_t nan = ((u >> 16) & 0x8000u) | 0x7FC0u;
+  return static_cast<std::uint16_t>((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
+}
+
 inline void require_math_dtype(dtype t, std::string_view what) {
   if (!is_math_dtype(t))
     throw error(error_code::unsupported,
@@ -347,13 +357,18 @@ std::size_t encode_elements(const S* values, std::size_t n, dtype t, std::byte* 
         note(i, Eigen::numext::isinf(v));
       }
       break;
-    default:  // BF16
+    default: {  // BF16: one branch-free pass (it vectorizes), and a second only when a value became inf
+      bool any_inf = false;
       for (std::size_t i = 0; i < n; ++i) {
-        const Eigen::bfloat16 v(static_cast<float>(values[i]));
-        detail::store_le(bytes + 2 * i, Eigen::numext::bit_cast<std::uint16_t>(v));
-        note(i, Eigen::numext::isinf(v));
+        const std::uint16_t b = detail::narrow_to_bf16_bits(static_cast<float>(values[i]));
+        detail::store_le(bytes + 2 * i, b);
+        any_inf |= (b & 0x7FFFu) == 0x7F80u;
       }
+      if (any_inf)
+        for (std::size_t i = 0; i < n && overflow == n; ++i)
+          note(i, Eigen::numext::isinf(Eigen::bfloat16(static_cast<float>(values[i]))));
       break;
+    }
   }
   return overflow;
 }

@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -117,13 +118,14 @@ adapter<S> read_kohya(const safetensors_view& file) {
 /// The tensors of a kohya file for the adapter: lora_down, lora_up, and alpha = s·r as a
 /// 0-dimensional tensor in the first of (B's dtype, F32, F64) that holds it exactly; module extras
 /// and passthrough tensors as they were. Errors (numerical, naming the module): an α = s·r that is
-/// not finite; a factor value its dtype cannot hold (see tensor::from_matrix).
-template <class S>
-std::vector<tensor> kohya_tensors(const adapter<S>& a) {
-  std::vector<tensor> out;
+/// not finite; a factor value its dtype cannot hold (see tensor::from_matrix). The list refers to
+/// the adapter's tensors.
+template <class Module>
+tensor_list kohya_tensor_list(const basic_adapter<Module>& a) {
+  tensor_list out;
   for (const auto& m : a.modules) {
-    out.push_back(tensor::from_matrix(m.name + ".lora_down.weight", m.A_dtype, m.A_file_shape(), m.A));
-    out.push_back(tensor::from_matrix(m.name + ".lora_up.weight", m.B_dtype, m.B_file_shape(), m.B));
+    add_factor_tensors(out, m, A_factor_key(adapter_format::kohya, m), B_factor_key(adapter_format::kohya, m));
+    const dtype up_dtype = out.items.back()->dtype;  // B's, added last
     const double alpha = detail::kohya_alpha(m.scale, static_cast<double>(m.rank()));
     if (!std::isfinite(alpha)) {
       char scale[32];
@@ -134,20 +136,26 @@ std::vector<tensor> kohya_tensors(const adapter<S>& a) {
     Eigen::Matrix<double, 1, 1> value;
     value(0, 0) = alpha;
     // The factors' dtype when it holds α exactly, else F32 when that does, else F64.
-    for (const dtype t : {m.B_dtype, dtype::F32, dtype::F64}) {
+    for (const dtype t : {up_dtype, dtype::F32, dtype::F64}) {
       if (!(std::abs(alpha) <= dtype_max(t))) continue;
       auto candidate = tensor::from_matrix(m.name + ".alpha", t, {}, value);
       double back = 0;
       decode_elements(candidate.data.data(), candidate.dtype, 1, &back);
       if (back == alpha || t == dtype::F64) {
-        out.push_back(std::move(candidate));
+        out.own(std::move(candidate));
         break;
       }
     }
-    for (const auto& t : m.extras) out.push_back(t);
+    for (const auto& t : m.extras) out.refer(t);
   }
-  for (const auto& t : a.passthrough) out.push_back(t);
+  for (const auto& t : a.passthrough) out.refer(t);
   return out;
+}
+
+/// kohya_tensor_list's tensors, copied.
+template <class Module>
+std::vector<tensor> kohya_tensors(const basic_adapter<Module>& a) {
+  return kohya_tensor_list(a).copies();
 }
 
 }  // namespace lola::io

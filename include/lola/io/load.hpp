@@ -162,8 +162,8 @@ enum class save_form {
 
 /// Whether a PEFT config gives every module of the adapter its rank and (to 1e-12 relative) its
 /// scale under PEFT's rules. Errors in the config name `source`.
-template <class S>
-bool peft_config_reproduces(const json_value& config, const adapter<S>& a,
+template <class Module>
+bool peft_config_reproduces(const json_value& config, const basic_adapter<Module>& a,
                             const std::string& source = "adapter_config.json") {
   const auto cfg = peft_config::from_json(config, source);
   for (const auto& m : a.modules) {
@@ -175,7 +175,8 @@ bool peft_config_reproduces(const json_value& config, const adapter<S>& a,
   return true;
 }
 
-/// Saves the adapter in its own dialect. Nothing is ever written through a symbolic link or into
+/// Saves the adapter (an adapter<S>, or an encoded_adapter: io/encoded_adapter.hpp) in its own
+/// dialect. Nothing is ever written through a symbolic link or into
 /// an existing file: every file is staged under an exclusive temporary name and renamed into place
 /// (staged_file), so a failure (a full disk included) leaves every requested path as it was and no
 /// temporary behind.
@@ -188,18 +189,19 @@ bool peft_config_reproduces(const json_value& config, const adapter<S>& a,
 /// is kept when it reproduces every module's rank and scale, and is never overwritten otherwise
 /// (error_code::io naming it: save as a directory instead). A new one is staged together with the
 /// weights, committed after them, and never replaces a config that appeared meanwhile.
-template <class S>
-void save_adapter(const adapter<S>& a, const std::string& path, save_form form) {
+template <class Module>
+void save_adapter(const basic_adapter<Module>& a, const std::string& path, save_form form) {
   if (a.format == adapter_format::kohya) {
     if (form == save_form::directory)
       throw error(error_code::invalid_argument, path + ": a kohya adapter is saved as one file");
-    write_safetensors(path, kohya_tensors(a), a.metadata);
+    const auto bytes = detail::serialize_tensors(kohya_tensor_list(a).items, a.metadata);
+    write_file_atomic(path, bytes.data(), bytes.size());
     return;
   }
   metadata_map metadata = a.metadata;
   if (std::none_of(metadata.begin(), metadata.end(), [](const auto& kv) { return kv.first == "format"; }))
     metadata.emplace_back("format", "pt");
-  const auto bytes = serialize_safetensors(peft_tensors(a), metadata);
+  const auto bytes = detail::serialize_tensors(peft_tensor_list(a).items, metadata);
   const bool needs_config = form == save_form::directory || peft_needs_config(a);
   const std::string config_text = needs_config ? peft_config_json(a).dump(2) + "\n" : "";
   if (form == save_form::directory) {

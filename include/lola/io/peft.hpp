@@ -303,8 +303,8 @@ adapter<S> read_peft(const safetensors_view& file, const json_value* config = nu
 
 /// Whether an adapter_config.json is needed to reproduce every module's scale (false when every
 /// s is 1 and there was no config to begin with).
-template <class S>
-bool peft_needs_config(const adapter<S>& a) {
+template <class Module>
+bool peft_needs_config(const basic_adapter<Module>& a) {
   if (!a.config.is_null()) return true;
   return std::any_of(a.modules.begin(), a.modules.end(), [](const auto& m) { return m.scale != 1; });
 }
@@ -313,8 +313,8 @@ bool peft_needs_config(const adapter<S>& a) {
 /// the most common rank and α (ties: the smaller), and rank_pattern / alpha_pattern keyed by
 /// escaped full module names (detail::pattern_modules says which). α = s·r, or s·√r with use_rslora, so that PEFT's rule
 /// reproduces each module's s.
-template <class S>
-json_value peft_config_json(const adapter<S>& a) {
+template <class Module>
+json_value peft_config_json(const basic_adapter<Module>& a) {
   json_value config = a.config.is_object() ? a.config : json_value::object();
   if (!config.find("peft_type")) config.set("peft_type", "LORA");
   const bool rslora = [&] {
@@ -355,20 +355,22 @@ json_value peft_config_json(const adapter<S>& a) {
 }
 
 /// The tensors of a PEFT adapter_model.safetensors for the adapter (factors in their file dtypes
-/// and shapes, module extras, passthrough tensors).
-template <class S>
-std::vector<tensor> peft_tensors(const adapter<S>& a) {
-  std::vector<tensor> out;
+/// and shapes, module extras, passthrough tensors); the list refers to the adapter's tensors.
+template <class Module>
+tensor_list peft_tensor_list(const basic_adapter<Module>& a) {
+  tensor_list out;
   for (const auto& m : a.modules) {
-    const bool embedding = m.kind == module_kind::embedding;
-    out.push_back(tensor::from_matrix(m.name + (embedding ? ".lora_embedding_A" : ".lora_A.weight"),
-                                      m.A_dtype, m.A_file_shape(), m.A));
-    out.push_back(tensor::from_matrix(m.name + (embedding ? ".lora_embedding_B" : ".lora_B.weight"),
-                                      m.B_dtype, m.B_file_shape(), m.B));
-    for (const auto& t : m.extras) out.push_back(t);
+    add_factor_tensors(out, m, A_factor_key(adapter_format::peft, m), B_factor_key(adapter_format::peft, m));
+    for (const auto& t : m.extras) out.refer(t);
   }
-  for (const auto& t : a.passthrough) out.push_back(t);
+  for (const auto& t : a.passthrough) out.refer(t);
   return out;
+}
+
+/// peft_tensor_list's tensors, copied.
+template <class Module>
+std::vector<tensor> peft_tensors(const basic_adapter<Module>& a) {
+  return peft_tensor_list(a).copies();
 }
 
 }  // namespace lola::io

@@ -34,6 +34,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -439,42 +440,58 @@ struct tensor {
   template <class Derived>
   static tensor from_matrix(std::string name, io::dtype t, std::vector<std::uint64_t> shape,
                             const Eigen::DenseBase<Derived>& values) {
-    using S = typename Derived::Scalar;
-    const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> m = values;
     tensor out{std::move(name), t, std::move(shape), {}};
-    if (out.element_count() != static_cast<std::uint64_t>(m.size()))
-      throw error(error_code::shape_mismatch, "tensor \"" + out.name + "\": shape " +
-                                                  shape_to_string(out.shape) + " does not hold " +
-                                                  std::to_string(m.size()) + " values");
-    out.data.resize(static_cast<std::size_t>(m.size()) * dtype_bits(t) / 8);
-    const auto n = static_cast<std::size_t>(m.size());
-    const std::size_t overflow = encode_elements(m.data(), n, t, out.data.data(), "tensor \"" + out.name + "\"");
-    if (overflow < n) {
-      char value[32];
-      std::snprintf(value, sizeof value, "%.9g", static_cast<double>(m.data()[overflow]));
-      char largest[32];
-      std::snprintf(largest, sizeof largest, "%.9g", dtype_max(t));
-      throw error(error_code::numerical,
-                  "tensor \"" + out.name + "\": element " + std::to_string(overflow) + " is " + value +
-                      ", which " + std::string(dtype_name(t)) + " cannot hold (largest finite " +
-                      largest + "); lola does not write it as inf");
-    }
+    out.encode(values);
     return out;
+  }
+
+  /// Replaces the data with values encoded as this tensor's dtype and shape (from_matrix's rules
+  /// and errors), in the buffer the tensor holds when it is large enough. A row-major matrix is
+  /// read in place; anything else (a column-major factor, an expression) is evaluated a block of
+  /// rows at a time into a buffer that stays in cache, so no row-major copy of it is made.
+  template <class Derived>
+  void encode(const Eigen::DenseBase<Derived>& values) {
+    using S = typename Derived::Scalar;
+    using row_major = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    if (element_count() != static_cast<std::uint64_t>(values.size()))
+      throw error(error_code::shape_mismatch, "tensor \"" + name + "\": shape " + shape_to_string(shape) +
+                                                  " does not hold " + std::to_string(values.size()) + " values");
+    const auto n = static_cast<std::size_t>(values.size());
+    const std::size_t width = dtype_bits(dtype) / 8;
+    data.resize(n * width);
+    // Encodes count values that are elements [first, first + count) in row-major order.
+    const auto encode_span = [&](const S* v, std::size_t first, std::size_t count) {
+      const std::size_t overflow =
+          encode_elements(v, count, dtype, data.data() + first * width, "tensor \"" + name + "\"");
+      if (overflow == count) return;
+      char value[32];
+      std::snprintf(value, sizeof value, "%.9g", static_cast<double>(v[overflow]));
+      char largest[32];
+      std::snprintf(largest, sizeof largest, "%.9g", dtype_max(dtype));
+      throw error(error_code::numerical, "tensor \"" + name + "\": element " + std::to_string(first + overflow) +
+                                             " is " + value + ", which " + std::string(dtype_name(dtype)) +
+                                             " cannot hold (largest finite " + largest +
+                                             "); lola does not write it as inf");
+    };
+    if constexpr (std::is_same_v<std::decay_t<decltype(values.derived())>, row_major>) {
+      encode_span(values.derived().data(), 0, n);
+    } else {
+      const index rows = values.rows(), cols = values.cols();
+      if (rows == 0 || cols == 0) return;
+      const index block = std::max<index>(1, 2048 / cols);  // 16 KiB of doubles
+      row_major buffer(std::min(block, rows), cols);
+      for (index i = 0; i < rows; i += block) {
+        const index h = std::min(block, rows - i);
+        buffer.topRows(h) = values.derived().middleRows(i, h);
+        encode_span(buffer.data(), static_cast<std::size_t>(i * cols), static_cast<std::size_t>(h * cols));
+      }
+    }
   }
 
   /// Π shape, saturated at UINT64_MAX (a tensor built in memory is not validated by a parser).
   std::uint64_t element_count() const noexcept { return detail::element_count(shape); }
 };
 
-/// The bytes of a safetensors file in the reference layout: __metadata__ first, then the tensors
-/// ordered by dtype (descending, the reference's order, so every tensor is aligned to its element
-/// size) and then by name, packed back to back; the header compact JSON ({"dtype", "shape",
-/// "data_offsets"} per tensor, as json_value::dump writes it), padded with spaces to a multiple
-/// of 8. The header is written directly, not built as a json_value, so time and memory are linear
-/// in the tensor count apart from the O(n log n) sort (bench_io: 16 ms for 40,000 tiny tensors,
-/// where a json_value header built by a linear-search set() took 3.4 s).
-/// Errors (invalid_argument): a duplicate or reserved name, a data size that does not match the
-/// shape, a duplicate metadata key.
 namespace detail {
 /// A safetensors header is UTF-8 JSON, and readers (lola's, the reference's) reject the escapes
 /// that would carry other bytes: a name or metadata string that is not UTF-8 is refused on write
@@ -495,15 +512,16 @@ inline void require_utf8(std::string_view s, const char* what) {
     i += length;
   }
 }
-}  // namespace detail
 
-inline std::vector<std::byte> serialize_safetensors(const std::vector<tensor>& tensors,
-                                                    const metadata_map& metadata = {}) {
+/// serialize_safetensors over tensors held elsewhere (an adapter's, say), so none is copied
+/// before the one copy into the file image.
+inline std::vector<std::byte> serialize_tensors(const std::vector<const tensor*>& tensors,
+                                                const metadata_map& metadata) {
   std::vector<std::size_t> order(tensors.size());
   std::iota(order.begin(), order.end(), std::size_t{0});
   std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-    if (tensors[a].dtype != tensors[b].dtype) return tensors[a].dtype > tensors[b].dtype;
-    return tensors[a].name < tensors[b].name;
+    if (tensors[a]->dtype != tensors[b]->dtype) return tensors[a]->dtype > tensors[b]->dtype;
+    return tensors[a]->name < tensors[b]->name;
   });
   std::string text = "{";
   if (!metadata.empty()) {
@@ -530,7 +548,7 @@ inline std::vector<std::byte> serialize_safetensors(const std::vector<tensor>& t
     text.append(digits, end);
   };
   for (std::size_t i : order) {
-    const auto& t = tensors[i];
+    const auto& t = *tensors[i];
     if (t.name == "__metadata__")
       throw error(error_code::invalid_argument, "a tensor cannot be named \"__metadata__\"");
     if (!names.insert(t.name).second)
@@ -566,10 +584,29 @@ inline std::vector<std::byte> serialize_safetensors(const std::vector<tensor>& t
   std::memcpy(out.data() + 8, text.data(), text.size());
   std::size_t at = 8 + text.size();
   for (std::size_t i : order) {
-    if (!tensors[i].data.empty()) std::memcpy(out.data() + at, tensors[i].data.data(), tensors[i].data.size());
-    at += tensors[i].data.size();
+    if (!tensors[i]->data.empty()) std::memcpy(out.data() + at, tensors[i]->data.data(), tensors[i]->data.size());
+    at += tensors[i]->data.size();
   }
   return out;
+}
+
+}  // namespace detail
+
+/// The bytes of a safetensors file in the reference layout: __metadata__ first, then the tensors
+/// ordered by dtype (descending, the reference's order, so every tensor is aligned to its element
+/// size) and then by name, packed back to back; the header compact JSON ({"dtype", "shape",
+/// "data_offsets"} per tensor, as json_value::dump writes it), padded with spaces to a multiple
+/// of 8. The header is written directly, not built as a json_value, so time and memory are linear
+/// in the tensor count apart from the O(n log n) sort (bench_io: 16 ms for 40,000 tiny tensors,
+/// where a json_value header built by a linear-search set() took 3.4 s).
+/// Errors (invalid_argument): a duplicate or reserved name, a data size that does not match the
+/// shape, a duplicate metadata key.
+inline std::vector<std::byte> serialize_safetensors(const std::vector<tensor>& tensors,
+                                                    const metadata_map& metadata = {}) {
+  std::vector<const tensor*> pointers;
+  pointers.reserve(tensors.size());
+  for (const auto& t : tensors) pointers.push_back(&t);
+  return detail::serialize_tensors(pointers, metadata);
 }
 
 /// Writes a safetensors file atomically (see write_file_atomic).

@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "lola/core/parallel.hpp"
@@ -109,26 +110,31 @@ class gl_net {
 
   /// One output vector per adapter: N×outputs(). Adapter i's modules are matched to the network's
   /// in lexicographic key order and must have its shapes; shape_mismatch names the adapter (by
-  /// index, or by names[i] when given), the module and both shapes.
-  matrix<S> forward(const std::vector<const io::adapter<S>*>& batch, const gl_net_options& options = {},
+  /// index, or by names[i] when given), the module and both shapes. Adapter is io::adapter<T> for
+  /// any T, or io::adapter_view (factors as the file stores them, converted to S as they are
+  /// gathered).
+  template <class Adapter>
+  matrix<S> forward(const std::vector<const Adapter*>& batch, const gl_net_options& options = {},
                     const std::vector<std::string>& names = {}) const {
     std::vector<std::vector<std::size_t>> orders(batch.size());
     for (std::size_t i = 0; i < batch.size(); ++i) {
       orders[i] = io::lexicographic_module_order(*batch[i]);
       check_adapter(*batch[i], orders[i], i < names.size() ? names[i] : "adapter " + std::to_string(i));
     }
-    auto module = [&](index i, index j) -> const io::adapter_module<S>& {
+    auto module = [&](index i, index j) -> const typename Adapter::module_type& {
       return batch[static_cast<std::size_t>(i)]->modules[orders[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)]];
     };
     matrix<S> y = run(
         static_cast<index>(batch.size()), options, [&](index i, index j) { return module(i, j).rank(); },
         [&](index i, index j, Eigen::Ref<matrix<S>> U, Eigen::Ref<matrix<S>> V) {
           const auto& m = module(i, j);
-          if (options.fold_scale)
-            U = static_cast<S>(m.scale) * m.B;
-          else
-            U = m.B;
-          V = m.A.transpose();  // A row-major r×k: the same bytes as V = Aᵀ column-major
+          m.visit([&](const auto& B, const auto& A) {
+            if (options.fold_scale)
+              U = static_cast<S>(m.scale) * B.template cast<S>();
+            else
+              U = B.template cast<S>();
+            V = A.transpose().template cast<S>();  // A row-major r×k: the bytes of V = Aᵀ
+          });
         });
     // Finite factors can still overflow the activations (entries near the type's limit): an
     // error, never a non-finite prediction.
@@ -142,8 +148,11 @@ class gl_net {
     return y;
   }
 
-  vector<S> forward(const io::adapter<S>& a, const gl_net_options& options = {}) const {
-    return forward(std::vector<const io::adapter<S>*>{&a}, options).row(0).transpose();
+  /// One adapter's output vector.
+  template <class Adapter,
+            class = std::enable_if_t<std::is_base_of_v<io::basic_adapter<typename Adapter::module_type>, Adapter>>>
+  vector<S> forward(const Adapter& a, const gl_net_options& options = {}) const {
+    return forward(std::vector<const Adapter*>{&a}, options).row(0).transpose();
   }
 
   /// The same on inputs already in (U, V) form, modules in the network's order (U_j n_j×r, V_j m_j×r).
@@ -209,8 +218,8 @@ class gl_net {
     V = layer.psi(j) * V;
   }
 
-  void check_adapter(const io::adapter<S>& a, const std::vector<std::size_t>& order,
-                     const std::string& name) const {
+  template <class Adapter>
+  void check_adapter(const Adapter& a, const std::vector<std::size_t>& order, const std::string& name) const {
     if (static_cast<index>(a.modules.size()) != modules())
       throw error(error_code::shape_mismatch, "gl_net: " + name + " has " + std::to_string(a.modules.size()) +
                                                   " LoRA modules but the network takes " +
@@ -218,9 +227,11 @@ class gl_net {
     for (index j = 0; j < modules(); ++j) {
       const auto& m = a.modules[order[static_cast<std::size_t>(j)]];
       const auto [n, k] = module_shape(j);
-      if (m.B.cols() != m.A.rows())
+      const index b_cols = m.visit([](const auto& B, const auto&) { return index(B.cols()); });
+      if (b_cols != m.rank())
         throw error(error_code::shape_mismatch, "gl_net: " + name + ", module \"" + m.name + "\": B is " +
-                                                    shape_string(m.B) + " but A is " + shape_string(m.A) +
+                                                    shape_string(m.rows(), b_cols) + " but A is " +
+                                                    shape_string(m.rank(), m.cols()) +
                                                     " (B's columns must equal A's rows)");
       if (m.rows() != n || m.cols() != k)
         throw error(error_code::shape_mismatch,
