@@ -5,6 +5,9 @@
 //                          1…8 and whose alphas cycle through three values, so adapter_config.json
 //                          carries a rank_pattern and an alpha_pattern key for most modules — the
 //                          config `lola resize --sv-fro` itself writes for a large adapter
+//   OUT/qwen_64/a<i>/      64 Qwen2-1.5B-like PEFT directories (q_proj 1536×1536 and v_proj
+//                          256×1536 of 28 layers, r = 8, BF16, 2.2 MB each): a LoL dataset in
+//                          miniature, for `lola features` over many adapters
 // Usage: lola_make_process_inputs OUT N...
 #include <lola/io/load.hpp>
 
@@ -56,6 +59,21 @@ void write_patterns(const std::string& dir, int n, std::mt19937_64& rng) {
   io::save_adapter(a, dir, io::save_form::directory);
 }
 
+void write_qwen(const std::string& dir, std::mt19937_64& rng) {
+  ::mkdir(dir.c_str(), 0777);
+  for (int n = 0; n < 64; ++n) {
+    io::adapter<float> a;
+    for (int layer = 0; layer < 28; ++layer) {
+      const std::string prefix = "base_model.model.model.layers." + std::to_string(layer) + ".self_attn.";
+      a.modules.push_back(random_module(prefix + "q_proj", 1536, 1536, 8, 2.0, io::dtype::BF16, rng));
+      a.modules.push_back(random_module(prefix + "v_proj", 256, 1536, 8, 2.0, io::dtype::BF16, rng));
+    }
+    char name[16];
+    std::snprintf(name, sizeof name, "/a%02d", n);
+    io::save_adapter(a, dir + name, io::save_form::directory);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -68,6 +86,7 @@ int main(int argc, char** argv) {
   std::mt19937_64 rng(20261201);
   try {
     write_llama(out + "/llama_bf16", rng);
+    write_qwen(out + "/qwen_64", rng);
     for (int i = 2; i < argc; ++i)
       write_patterns(out + "/patterns_" + argv[i], std::atoi(argv[i]), rng);
   } catch (const lola::error& e) {

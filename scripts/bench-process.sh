@@ -36,25 +36,31 @@ read_floor() { cat "$@" >/dev/null; }
 copy_floor() { local to=$1; shift; cat "$@" >"$to"; }
 
 rows=()
-# case NAME INPUT OUTPUT ARGS...: OUTPUT is "-" for commands that print only.
+# case NAME INPUT OUTPUT ARGS...: runs `lola ARGS...` (or `$runner ARGS...` when runner is set). INPUT is a directory, every file under it an input; OUTPUT is "-"
+# for commands that print only, else the directory the command writes (created first when
+# OUTPUT_PARENT=1: the command writes a file inside it).
 case_row() {
   local name=$1 input=$2 output=$3
   shift 3
-  local in_files=("$input"/*)
+  local in_files
+  mapfile -t in_files < <(find "$input" -type f | sort)
   local t floor old="" out_bytes=0
   if [ "$output" = - ]; then
-    t=$(median_ms "$lola" "$@")
+    t=$(median_ms ${runner:-$lola} "$@")
     floor=$(median_ms read_floor "${in_files[@]}")
   else
     rm -rf "$output"
-    t=$(median_ms "$lola" "$@")
+    if [ "${OUTPUT_PARENT:-0}" = 1 ]; then mkdir -p "$output"; fi
+    t=$(median_ms ${runner:-$lola} "$@")
     local out_files=("$output"/*)
     out_bytes=$(bytes "${out_files[@]}")
     floor_read=$(median_ms read_floor "${in_files[@]}")
     floor_write=$(median_ms copy_floor "$work/copy" "${out_files[@]}")
     floor=$(awk -v a="$floor_read" -v b="$floor_write" 'BEGIN {printf "%.1f", a + b}')
   fi
-  if [ -n "${LOLA_OLD:-}" ]; then
+  if [ -n "${LOLA_OLD:-}" ] && [ -n "${runner:-}" ]; then
+    old="-"
+  elif [ -n "${LOLA_OLD:-}" ]; then
     local t0
     t0=$(now)
     if timeout "$old_timeout" "$LOLA_OLD" "$@" >/dev/null 2>&1; then
@@ -72,8 +78,23 @@ case_row() {
 L=$work/in/llama_bf16
 case_row "inspect --json, Llama-2-7B r16 BF16" "$L" - inspect "$L" --json
 OMP_NUM_THREADS=2 case_row "inspect --json, Llama-2-7B r16 BF16, 2 threads" "$L" - inspect "$L" --json
+# The LoL numpy path beside it (QR of B and Aᵀ, σ of the core, per module, from the file), with
+# numpy from PyPI in a virtual environment of its own.
+venv=$PWD/build/bench/numpy-venv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import numpy" 2>/dev/null; then
+  lola_require_packages python3-venv
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet numpy
+fi
+runner="$venv/bin/python $PWD/scripts/numpy_singular_values.py" \
+  case_row "numpy singular values (the LoL reference path), Llama-2-7B r16 BF16" "$L" - "$L"
 case_row "canonicalize, Llama-2-7B r16 BF16" "$L" "$work/canon" canonicalize "$L" -o "$work/canon"
 case_row "resize --rank 8, Llama-2-7B r16 BF16" "$L" "$work/r8" resize "$L" -o "$work/r8" --rank 8
+Q=$work/in/qwen_64
+OUTPUT_PARENT=1 case_row "features --kind svd, 64 Qwen2-1.5B-like r8 BF16 adapters" "$Q" "$work/feat" \
+  features "$Q"/a* --kind svd -o "$work/feat/svd.safetensors"
+OMP_NUM_THREADS=2 OUTPUT_PARENT=1 case_row "features --kind svd, 64 Qwen2-1.5B-like r8 BF16 adapters, 2 threads" \
+  "$Q" "$work/feat" features "$Q"/a* --kind svd -o "$work/feat/svd.safetensors"
 for n in 1000 10000; do
   P=$work/in/patterns_$n
   case_row "inspect --json, $n modules, one pattern key each" "$P" - inspect "$P" --json
