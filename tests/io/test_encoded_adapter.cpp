@@ -37,6 +37,7 @@
 #include "support/adapter_module.hpp"
 #include "support/errors.hpp"
 #include "support/temp_dir.hpp"
+#include "support/test_support.hpp"
 
 namespace {
 
@@ -51,11 +52,9 @@ std::string bytes_of(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+/// A rows×cols factor of i.i.d. normal entries with standard deviation sigma.
 Eigen::MatrixXd random_factor(int rows, int cols, double sigma, std::mt19937_64& rng) {
-  std::normal_distribution<double> normal(0.0, sigma);
-  Eigen::MatrixXd x(rows, cols);
-  for (double& v : x.reshaped()) v = normal(rng);
-  return x;
+  return sigma * lola_test::gaussian<double>(rows, cols, rng);
 }
 
 /// A PEFT adapter of every module kind lola writes: linear (r = 16 and r = 4), a conv kernel
