@@ -1,7 +1,7 @@
 #pragma once
 /// @file
 /// io::encoded_adapter: an adapter whose factors are held encoded as its file stores them (F64,
-/// F32, F16 or BF16 bytes), for editing an io::adapter_view without a decoded copy. encoded_copy()
+/// F32, F16 or BF16 bytes), for editing an io::adapter_view without a decoded copy. copy_of()
 /// copies the view's tensors once; encoded_module::set_factors() encodes a module's new factors
 /// into their file dtypes, moving powers of two between B, A and s where they would not fit, as
 /// adapter_module::set_factors does; save_adapter() (io/load.hpp) writes it as it writes an
