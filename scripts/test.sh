@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds and runs every lola test through ctest: the Release build (unit tests, the header compile
 # test, the packaging tests, the examples, the command-line tool end to end, the benchmark smoke
-# runs and the Thrust-launched kernels on Thrust's host systems), then the core, expression and
-# file-format tests again under AddressSanitizer and UndefinedBehaviorSanitizer with Eigen's own
-# assertions on, then fuzzes every file reader with libFuzzer (scripts/fuzz.sh, LOLA_FUZZ_SECONDS
-# per target, default 60).
+# runs and the Thrust-launched kernels on Thrust's host systems), then the core, expression,
+# backend-kernel, small-kernel and adapter-view tests again under AddressSanitizer and
+# UndefinedBehaviorSanitizer with Eigen's own assertions on, then fuzzes every file reader with
+# libFuzzer (scripts/fuzz.sh, LOLA_FUZZ_SECONDS per target, default 60).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh

@@ -47,9 +47,102 @@ void check_cross(const X& x, const Y& y) {
   CHECK(worst_ratio<T>(g, x, y) <= 1.0);
 }
 
+/// A compute scalar S and a stored type T narrower than or equal to it (a file's factors).
+template <class S_, class T_>
+struct stored_as {
+  using S = S_;
+  using T = T_;
+};
+
+/// m×n standard normal values of T (rounded once from double), stored row-major.
+template <class T>
+row_major<T> gaussian_stored(Eigen::Index m, Eigen::Index n, std::mt19937_64& rng) {
+  return gaussian<double>(m, n, rng).cast<T>();
+}
+
+/// The blocked kernels directly, for each lane width the tests can run on this machine: SSE2's
+/// 16 bytes and 32 compiled as generic vectors (both run anywhere), and the AVX2 entry point
+/// where the processor has it. Each must meet the same bound as gram_into.
+template <class S, class X, class Y>
+void check_every_width(const X& x, const Y& y, bool same) {
+  using namespace lola::detail;
+  const auto xr = factor_ref_of<S>(x);
+  const auto yr = factor_ref_of<S>(y);
+  const auto check = [&](const matrix<S>& g) {
+    REQUIRE(g.rows() == x.cols());
+    REQUIRE(g.cols() == y.cols());
+    CHECK(worst_ratio<S>(g, x, y) <= 1.0);
+  };
+  matrix<S> g16 = matrix<S>::Zero(x.cols(), y.cols()), g32 = g16;
+  if (same) {
+    if (x.rows() > 0) cross_gram_blocked_lanes<16, true>(xr, xr, g16);
+    if (x.rows() > 0) cross_gram_blocked_lanes<32, true>(xr, xr, g32);
+    g16.template triangularView<Eigen::StrictlyUpper>() = g16.transpose();
+    g32.template triangularView<Eigen::StrictlyUpper>() = g32.transpose();
+  } else {
+    if (x.rows() > 0) cross_gram_blocked_lanes<16, false>(xr, yr, g16);
+    if (x.rows() > 0) cross_gram_blocked_lanes<32, false>(xr, yr, g32);
+  }
+  check(g16);
+  check(g32);
+#if LOLA_AVX2_DISPATCH
+  if (cpu_has_avx2_fma() && x.rows() > 0) {
+    matrix<S> g = matrix<S>::Zero(x.cols(), y.cols());
+    if (same)
+      cross_gram_blocked_avx2<true>(xr, xr, g);
+    else
+      cross_gram_blocked_avx2<false>(xr, yr, g);
+    if (same) g.template triangularView<Eigen::StrictlyUpper>() = g.transpose();
+    check(g);
+  }
+#endif
+}
+
 }  // namespace
 
 TEST_SUITE("backend.gram") {
+  TEST_CASE_TEMPLATE("factors stored narrower than S, as a file holds them, within γ_m·|X|ᵀ|Y|", K,
+                     stored_as<double, Eigen::bfloat16>, stored_as<double, Eigen::half>, stored_as<double, float>,
+                     stored_as<float, Eigen::bfloat16>, stored_as<float, Eigen::half>, stored_as<double, double>) {
+    using S = typename K::S;
+    using T = typename K::T;
+    std::mt19937_64 rng(41);
+    // Ranks below, at and above the tile and lane paddings; lengths around the lane width and
+    // the block lengths (256 and 512 rows for these ranks in double, 512 and 1024 in float).
+    for (int n : {1, 3, 4, 5, 8, 13, 16, 17, 33}) {
+      for (int m : {0, 1, 7, 255, 256, 257, 513, 1500}) {
+        CAPTURE(n);
+        CAPTURE(m);
+        // B as a file stores it (d×r, rows contiguous) and A (r×k, read as Aᵀ: columns contiguous).
+        const row_major<T> b = gaussian_stored<T>(m, n, rng), a = gaussian_stored<T>(n, m, rng);
+        const Eigen::Map<const row_major<T>> B(b.data(), m, n), A(a.data(), n, m);
+        const auto Bs = B.template cast<S>();
+        const auto As = A.template cast<S>();
+        const auto& As_ref = As;
+        const auto At = As_ref.transpose();
+        check_gram<S>(Bs);
+        check_gram<S>(At);
+        check_cross<S>(Bs, At);
+        check_cross<S>(At, Bs);
+        check_every_width<S>(Bs, Bs, true);
+        check_every_width<S>(At, At, true);
+        check_every_width<S>(Bs, At, false);
+        check_every_width<S>(At, Bs, false);
+      }
+    }
+  }
+
+  TEST_CASE("the check detects a Gram computed from values one rounding away from the stored ones") {
+    // BF16 keeps 8 significant bits: a Gram of the float values before rounding is off by about
+    // 2⁻⁸ relative, far beyond γ_m in double, so a kernel that read the wrong values fails.
+    std::mt19937_64 rng(43);
+    const matrix<float> exact = gaussian<float>(300, 16, rng);
+    const matrix<Eigen::bfloat16> stored = exact.cast<Eigen::bfloat16>();
+    matrix<double> g;
+    lola::detail::gram_into<double>(exact.cast<double>(), g);
+    CHECK(worst_ratio<double>(g, stored.cast<double>(), stored.cast<double>()) > 1.0);
+  }
+
   TEST_CASE_TEMPLATE("XᵀX on every layout, rank and length, within γ_m·|X|ᵀ|X|", T, float, double) {
     std::mt19937_64 rng(17);
     // Ranks: the fixed row kernels (4, 8, 16, 32), tiles with and without leftover columns, one

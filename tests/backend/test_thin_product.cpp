@@ -50,9 +50,78 @@ void check_product(const X& x, const matrix<T>& c) {
   CHECK((tall.topRows(3).array() == T(7)).all());
 }
 
+/// A compute scalar S and a stored type T narrower than or equal to it (a file's factors).
+template <class S_, class T_>
+struct stored_as {
+  using S = S_;
+  using T = T_;
+};
+
+/// The blocked kernel directly, at each lane width the tests can run here (16 and 32 bytes, both
+/// as generic vectors, and the AVX2 entry point where the processor has it), into a column-major
+/// and a row-major output: each within the same bound as thin_product_into.
+template <class S, class X>
+void check_every_width(const X& x, const matrix<S>& c) {
+  using namespace lola::detail;
+  const auto xr = factor_ref_of<S>(x);
+  const Eigen::Index m = x.rows(), k = c.cols();
+  const auto run = [&](auto&& kernel) {
+    matrix<S> columns = matrix<S>::Zero(m, k);
+    row_major<S> rows = row_major<S>::Zero(m, k);
+    if (m > 0 && k > 0) {
+      kernel(columns.data(), 1, m);
+      kernel(rows.data(), k, 1);
+    }
+    CHECK(worst_ratio<S>(columns, x, c) <= 1.0);
+    CHECK(worst_ratio<S>(rows, x, c) <= 1.0);
+  };
+  run([&](S* out, Eigen::Index row_step, Eigen::Index col_step) {
+    thin_product_blocked_lanes<16>(xr, c.data(), c.outerStride(), k, out, row_step, col_step);
+  });
+  run([&](S* out, Eigen::Index row_step, Eigen::Index col_step) {
+    thin_product_blocked_lanes<32>(xr, c.data(), c.outerStride(), k, out, row_step, col_step);
+  });
+#if LOLA_AVX2_DISPATCH
+  if (cpu_has_avx2_fma())
+    run([&](S* out, Eigen::Index row_step, Eigen::Index col_step) {
+      thin_product_blocked_avx2(xr, c.data(), c.outerStride(), k, out, row_step, col_step);
+    });
+#endif
+}
+
 }  // namespace
 
 TEST_SUITE("backend.thin_product") {
+  TEST_CASE_TEMPLATE("X stored narrower than S, as a file holds it, within γ_n·|X|·|C|", K,
+                     stored_as<double, Eigen::bfloat16>, stored_as<double, Eigen::half>, stored_as<double, float>,
+                     stored_as<float, Eigen::bfloat16>, stored_as<float, Eigen::half>) {
+    using S = typename K::S;
+    using T = typename K::T;
+    std::mt19937_64 rng(31);
+    // Lengths around the kernel's tile of rows and its block (several blocks at 1500).
+    for (int n : {1, 3, 4, 8, 16, 17}) {
+      for (int k : {1, 3, 4, 5, n}) {
+        for (int m : {0, 1, 11, 12, 13, 47, 48, 49, 1500}) {
+          CAPTURE(n);
+          CAPTURE(k);
+          CAPTURE(m);
+          const matrix<S> c = gaussian<S>(n, k, rng);
+          // B as a file stores it (rows contiguous) and Aᵀ of a stored A (columns contiguous).
+          const row_major<T> b = gaussian<double>(m, n, rng).cast<T>(), a = gaussian<double>(n, m, rng).cast<T>();
+          const Eigen::Map<const row_major<T>> B(b.data(), m, n), A(a.data(), n, m);
+          const auto Bs = B.template cast<S>();
+          const auto As = A.template cast<S>();
+          const auto& As_ref = As;
+          const auto At = As_ref.transpose();
+          check_product<S>(Bs, c);
+          check_product<S>(At, c);
+          check_every_width<S>(Bs, c);
+          check_every_width<S>(At, c);
+        }
+      }
+    }
+  }
+
   TEST_CASE_TEMPLATE("X·C on every layout, rank and length, within γ_n·|X|·|C|", T, float, double) {
     std::mt19937_64 rng(23);
     // Ranks with and without the fixed row kernels; output widths around the 4-column tile;

@@ -53,17 +53,22 @@ std::uint16_t stored_bits(const T& v) noexcept {
   return bits;
 }
 
-/// out[i] = in[i] converted to S, for i < n: T is Eigen::bfloat16, Eigen::half, float or double.
-/// Exact when S is at least as wide as T; double to float rounds to nearest (static_cast).
+/// v converted to S: T is Eigen::bfloat16, Eigen::half, float or double. Exact when S is at least
+/// as wide as T; double to float rounds to nearest (static_cast).
+template <class S, class T>
+S widen_value(const T& v) noexcept {
+  if constexpr (std::is_same_v<T, Eigen::bfloat16>)
+    return static_cast<S>(widen_bf16_bits(stored_bits(v)));
+  else if constexpr (std::is_same_v<T, Eigen::half>)
+    return static_cast<S>(widen_f16_bits(stored_bits(v)));
+  else
+    return static_cast<S>(v);
+}
+
+/// out[i] = widen_value<S>(in[i]) for i < n.
 template <class T, class S>
 void widen(const T* in, index n, S* out) noexcept {
-  if constexpr (std::is_same_v<T, Eigen::bfloat16>) {
-    for (index i = 0; i < n; ++i) out[i] = static_cast<S>(widen_bf16_bits(stored_bits(in[i])));
-  } else if constexpr (std::is_same_v<T, Eigen::half>) {
-    for (index i = 0; i < n; ++i) out[i] = static_cast<S>(widen_f16_bits(stored_bits(in[i])));
-  } else {
-    for (index i = 0; i < n; ++i) out[i] = static_cast<S>(in[i]);
-  }
+  for (index i = 0; i < n; ++i) out[i] = widen_value<S>(in[i]);
 }
 
 }  // namespace lola::detail

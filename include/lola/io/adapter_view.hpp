@@ -4,9 +4,9 @@
 /// load_adapter reads it (file_bytes: a snapshot into memory, never a mapping), its header, dialect
 /// and config validated by the same readers with the same messages, and each module's B and A
 /// exposed as the file stores them (F64, F32, F16 or BF16, row-major) for the algorithms to read
-/// in place: the host kernels widen a stored factor to the compute scalar as they read it
-/// (backend/eigen/widened.hpp), so results equal those computed from load_adapter's decoded
-/// factors bit for bit. Memory: the file once, where load_adapter<double> of a BF16 adapter holds
+/// in place: the host kernels widen a stored factor to the compute scalar as they read it, block
+/// by block in cache (backend/eigen/gram.hpp, thin_product.hpp), so results equal those computed
+/// from load_adapter's decoded factors bit for bit. Memory: the file once, where load_adapter<double> of a BF16 adapter holds
 /// the file and four times its size in decoded factors.
 ///
 /// Finite input: every factor value is checked finite as stored (a test of the exponent bits, no

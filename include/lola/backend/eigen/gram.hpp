@@ -6,23 +6,27 @@
 /// O(m·n²) multiply-adds, reading each operand once.
 ///
 /// Eigen's general product packs both operands before its kernel, which for n ≤ 32 costs more than
-/// the product itself; the kernels below read the operands in place. Which one runs depends on
-/// their memory layout, known at compile time:
-///   columns contiguous (B stored column-major, or Aᵀ of a row-major A: a safetensors tensor)
+/// the product itself; the kernels below read the operands in place or in blocks that stay in L1.
+/// Which one runs depends on the operands' layouts only (known at compile time), never on their
+/// stored type, so a view of a file and its decoded copy give the same bits:
+///   both with contiguous columns (B stored column-major, Aᵀ of a row-major A)
 ///       4×2 tiles of column dot products (the lower block triangle only for a Gram) over blocks
 ///       of 256 rows, a block staying in L1 while every tile reads it; the columns beyond the
-///       last multiple of 4 go through Eigen's product.
-///   rows contiguous (Aᵀ of a column-major A, or a row-major B), both operands n wide with
-///   n ∈ {4, 8, 16, 32}
-///       outer products of panels of four rows with fixed-size Eigen kernels that keep G in
-///       vector registers, prefetching 4 KiB ahead (the hardware prefetcher alone leaves the
-///       kernel waiting on memory).
-///   otherwise (other ranks, mixed layouts, expressions without direct access) Eigen's product.
-/// On the reference VM, for a 4096×16 float factor streamed from memory, the two layouts take
-/// about 14 and 12 µs against 31 µs for Eigen's product (benchmarks/bench_svd.cpp measures the
-/// whole factor-space SVD against the time to read the factors).
+///       last multiple of 4 go through Eigen's product. A factor stored narrower than S (a
+///       file's BF16, F16 or float Aᵀ) is widened whole first (widened.hpp).
+///   either with contiguous rows (a row-major B, as files store it), any rank, any stored type
+///       the blocked kernels: blocks of rows widened (or copied) into an L1 scratch, then
+///       register tiles of row outer products (or of column dot products when X's columns are
+///       contiguous and Y's rows are).
+///   otherwise (expressions without direct access) Eigen's product.
+/// Every tiled kernel is compiled for SSE2 and, on x86-64, for AVX2 with FMA, chosen at run time
+/// (simd.hpp). On the reference VM, the Gram of a 4096×16 BF16 B in double takes about 50 µs,
+/// against 140 µs for widening it whole and running the SSE2 kernel for contiguous rows
+/// (benchmarks/bench_svd.cpp measures the whole factor-space SVD against the time to read the
+/// factors).
 /// Each entry is a sum of m products accumulated in blocks and lanes, so the rounding error is
-/// that of a dot product of length m: |ΔG| ≤ γ_m·|X|ᵀ|Y|.
+/// that of a dot product of length m: |ΔG| ≤ γ_m·|X|ᵀ|Y|; the blocked kernels start every block
+/// from zero and add block sums, so their error is nearer that of the block length.
 
 #include <algorithm>
 #include <type_traits>
@@ -31,9 +35,10 @@
 #include <Eigen/Core>
 
 #include "lola/backend/eigen/matrix.hpp"
-#include "lola/backend/eigen/fixed_rank.hpp"
+#include "lola/backend/eigen/simd.hpp"
 #include "lola/backend/eigen/widened.hpp"
 #include "lola/core/config.hpp"
+#include "lola/core/widen.hpp"
 
 namespace lola {
 namespace detail {
@@ -42,122 +47,93 @@ template <class X>
 constexpr bool contiguous_inner_v =
     (int(X::Flags) & Eigen::DirectAccessBit) && (X::InnerStrideAtCompileTime == 1);
 
-/// One accumulator: one SIMD register of S, Eigen's packet for the instruction set compiled for
-/// (2 doubles with SSE2, 4 with AVX, 8 with AVX-512).
-template <class S>
-using gram_lane = Eigen::Array<S, Eigen::internal::packet_traits<S>::size, 1>;
+/// acc[a][b] += Σ_t x(t, a)·y(t, b) over t ∈ [t0, t1) (a multiple of the lane width apart), for
+/// columns a of x and b of y contiguous and x_stride, y_stride apart: one tile of column dot
+/// products, lane by lane.
+template <class L, int Ta, int Tb, class S>
+LOLA_ALWAYS_INLINE void accumulate_column_tile(L (&acc)[Ta][Tb], const S* x, index x_stride, const S* y,
+                                               index y_stride, index t0, index t1) {
+  constexpr index width = index(sizeof(L) / sizeof(S));
+  for (index t = t0; t < t1; t += width) {
+    L xi[Ta], yj[Tb];
+    for (int a = 0; a < Ta; ++a) load_lane(xi[a], x + a * x_stride + t);
+    for (int b = 0; b < Tb; ++b) load_lane(yj[b], y + b * y_stride + t);
+    for (int a = 0; a < Ta; ++a)
+      for (int b = 0; b < Tb; ++b) acc[a][b] += xi[a] * yj[b];
+  }
+}
+
+/// f(i, j, the sum of the lanes of entry (i, j)) for every entry of the Ta×Tb tiles of column dot
+/// products laid out in `sums` (rows of tiles i0 = 0, Ta, … below p4, each from j0 = 0 to
+/// last_j0(i0) in steps of Tb).
+template <class L, int Ta, int Tb, class S, class LastJ0, class F>
+LOLA_ALWAYS_INLINE void for_each_tile_sum(const S* sums, index p4, const LastJ0& last_j0, F&& f) {
+  constexpr index width = index(sizeof(L) / sizeof(S));
+  for (index i0 = 0; i0 < p4; i0 += Ta)
+    for (index j0 = 0; j0 <= last_j0(i0); j0 += Tb, sums += Ta * Tb * width)
+      for (int a = 0; a < Ta; ++a)
+        for (int b = 0; b < Tb; ++b) {
+          L partial;
+          load_lane(partial, sums + (Tb * a + b) * width);
+          f(i0 + a, j0 + b, lane_sum<S>(partial));
+        }
+}
 
 /// G(0:p4, 0:q4) = XᵀY over the first p4 columns of X and q4 of Y (multiples of 4), for X and Y
-/// with contiguous columns; only the lower block triangle when `Lower` (the Gram: Y is X), in
-/// 4×2 tiles: 8 accumulators and 6 operand registers fit the 16 vector registers of SSE2 and AVX2
-/// (a 4×4 tile of two-register lanes, 40 registers, spilled and ran at half the speed).
-template <bool Lower, class S>
-void cross_columns_tiled(const S* x, index x_stride, const S* y_in, index y_stride_in, index m,
-                         index p4, index q4, dense_matrix<S>& g) {
+/// with contiguous columns, in lanes of Bytes (simd.hpp); only the lower block triangle when
+/// `Lower` (the Gram: Y is X), in 4×2 tiles: 8 accumulators and 6 operand registers fit the 16
+/// vector registers of SSE2 and AVX2 (a 4×4 tile of two-register lanes, 40 registers, spilled
+/// and ran at half the speed).
+template <int Bytes, bool Lower, class S>
+LOLA_ALWAYS_INLINE void cross_columns_tiled_lanes(const S* x, index x_stride, const S* y_in, index y_stride_in,
+                                                  index m, index p4, index q4, dense_matrix<S>& g) {
   // For a Gram the compiler is told that Y is X, so it loads through one pointer.
   const S* const y = Lower ? x : y_in;
   const index y_stride = Lower ? x_stride : y_stride_in;
-  using lane = gram_lane<S>;
-  using lane_map = Eigen::Map<const lane>;
-  constexpr index width = lane::SizeAtCompileTime, block = 256;
+  using L = lane<S, Bytes>;
+  constexpr index width = Bytes / index(sizeof(S)), block = 256;
   const index m_lanes = m / width * width;
   constexpr int ta = 4, tb = 2;  // tile rows (of G) and columns
   const auto last_j0 = [&](index i0) { return Lower ? i0 + ta - tb : q4 - tb; };
   index tiles = 0;
   for (index i0 = 0; i0 < p4; i0 += ta) tiles += last_j0(i0) / tb + 1;
-  std::vector<lane> sums(std::size_t(tiles * ta * tb), lane::Zero());
+  // The running sums of every tile between row blocks, lane by lane.
+  std::vector<S> sums(std::size_t(tiles * ta * tb * width), S(0));
   for (index t0 = 0; t0 < m_lanes; t0 += block) {
     const index t1 = std::min(m_lanes, t0 + block);
-    lane* tile_sums = sums.data();
+    S* tile_sums = sums.data();
     for (index i0 = 0; i0 < p4; i0 += ta)
-      for (index j0 = 0; j0 <= last_j0(i0); j0 += tb, tile_sums += ta * tb) {
-        lane acc[ta][tb];
+      for (index j0 = 0; j0 <= last_j0(i0); j0 += tb, tile_sums += ta * tb * width) {
+        L acc[ta][tb];
         for (int a = 0; a < ta; ++a)
-          for (int b = 0; b < tb; ++b) acc[a][b] = tile_sums[tb * a + b];
-        for (index t = t0; t < t1; t += width) {
-          lane xi[ta], yj[tb];
-          for (int a = 0; a < ta; ++a) xi[a] = lane_map(x + (i0 + a) * x_stride + t);
-          for (int b = 0; b < tb; ++b) yj[b] = lane_map(y + (j0 + b) * y_stride + t);
-          for (int a = 0; a < ta; ++a)
-            for (int b = 0; b < tb; ++b) acc[a][b] += xi[a] * yj[b];
-        }
+          for (int b = 0; b < tb; ++b) load_lane(acc[a][b], tile_sums + (tb * a + b) * width);
+        accumulate_column_tile(acc, x + i0 * x_stride, x_stride, y + j0 * y_stride, y_stride, t0, t1);
         for (int a = 0; a < ta; ++a)
-          for (int b = 0; b < tb; ++b) tile_sums[tb * a + b] = acc[a][b];
+          for (int b = 0; b < tb; ++b) store_lane(tile_sums + (tb * a + b) * width, acc[a][b]);
       }
   }
-  const lane* tile_sums = sums.data();
-  for (index i0 = 0; i0 < p4; i0 += ta)
-    for (index j0 = 0; j0 <= last_j0(i0); j0 += tb, tile_sums += ta * tb)
-      for (int a = 0; a < ta; ++a)
-        for (int b = 0; b < tb; ++b) {
-          S sum = tile_sums[tb * a + b].sum();
-          for (index t = m_lanes; t < m; ++t)
-            sum += x[(i0 + a) * x_stride + t] * y[(j0 + b) * y_stride + t];
-          g(i0 + a, j0 + b) = sum;
-        }
-}
-
-/// g = XᵀY for X and Y with contiguous rows of fixed length N, in panels of four rows,
-/// prefetching 4 KiB ahead in each operand. `Same`: Y is X, read once. The sum is a local that
-/// is copied out at the end, so it stays in registers (a reference or a returned object, which
-/// might alias the operands, is kept in memory: 15% slower at N = 16).
-template <int N, bool Same, class S>
-void rows_fixed_into(const S* x, index x_stride, const S* y, index y_stride, index m,
-                     dense_matrix<S>& g) {
-  Eigen::Matrix<S, N, N> acc = Eigen::Matrix<S, N, N>::Zero();
-  using panel_map = Eigen::Map<const Eigen::Matrix<S, N, 4>, 0, Eigen::OuterStride<>>;
-  using row_map = Eigen::Map<const Eigen::Matrix<S, N, 1>>;
-  constexpr index line = 64 / index(sizeof(S));  // elements per cache line
-  const index x_ahead = std::max<index>(4, 4096 / index(sizeof(S)) / x_stride);  // rows in 4 KiB
-  const index y_ahead = std::max<index>(4, 4096 / index(sizeof(S)) / y_stride);
-  index t = 0;
-  for (; t + 4 <= m; t += 4) {
-    if (t + x_ahead + 4 <= m) {
-      if (x_stride == N) {
-        for (index e = 0; e < 4 * N; e += line) LOLA_PREFETCH(x + (t + x_ahead) * N + e);
-      } else {
-        for (index row = t + x_ahead; row < t + x_ahead + 4; ++row)
-          for (index e = 0; e < N; e += line) LOLA_PREFETCH(x + row * x_stride + e);
-      }
-    }
-    const panel_map x_panel(x + t * x_stride, N, 4, Eigen::OuterStride<>(x_stride));
-    if constexpr (Same) {
-      acc.noalias() += x_panel.lazyProduct(x_panel.transpose());
-    } else {
-      if (t + y_ahead + 4 <= m) {
-        if (y_stride == N) {
-          for (index e = 0; e < 4 * N; e += line) LOLA_PREFETCH(y + (t + y_ahead) * N + e);
-        } else {
-          for (index row = t + y_ahead; row < t + y_ahead + 4; ++row)
-            for (index e = 0; e < N; e += line) LOLA_PREFETCH(y + row * y_stride + e);
-        }
-      }
-      const panel_map y_panel(y + t * y_stride, N, 4, Eigen::OuterStride<>(y_stride));
-      acc.noalias() += x_panel.lazyProduct(y_panel.transpose());
-    }
-  }
-  for (; t < m; ++t)
-    acc.noalias() += row_map(x + t * x_stride).lazyProduct(row_map(y + t * y_stride).transpose());
-  g = acc;
-}
-
-/// XᵀY for X and Y with contiguous rows of fixed length N (`x_stride`, `y_stride` apart).
-template <int N, class S>
-void cross_rows_fixed(const S* x, index x_stride, const S* y, index y_stride, index m,
-                      dense_matrix<S>& g) {
-  if (x == y && x_stride == y_stride)
-    rows_fixed_into<N, true>(x, x_stride, x, x_stride, m, g);
-  else
-    rows_fixed_into<N, false>(x, x_stride, y, y_stride, m, g);
-}
-
-/// cross_rows_fixed for the ranks it is compiled for; false for the others.
-template <class S>
-bool cross_rows(const S* x, index x_stride, const S* y, index y_stride, index m, index n,
-                dense_matrix<S>& g) {
-  return with_fixed_rank(n, [&](auto rank) {
-    cross_rows_fixed<decltype(rank)::value>(x, x_stride, y, y_stride, m, g);
+  for_each_tile_sum<L, ta, tb>(sums.data(), p4, last_j0, [&](index i, index j, S sum) {
+    for (index t = m_lanes; t < m; ++t) sum += x[i * x_stride + t] * y[j * y_stride + t];
+    g(i, j) = sum;
   });
+}
+
+#if LOLA_AVX2_DISPATCH
+template <bool Lower, class S>
+LOLA_TARGET_AVX2_FMA void cross_columns_tiled_avx2(const S* x, index x_stride, const S* y, index y_stride, index m,
+                                                   index p4, index q4, dense_matrix<S>& g) {
+  cross_columns_tiled_lanes<32, Lower>(x, x_stride, y, y_stride, m, p4, q4, g);
+}
+#endif
+
+/// cross_columns_tiled_lanes in the widest lanes the processor runs (simd.hpp).
+template <bool Lower, class S>
+void cross_columns_tiled(const S* x, index x_stride, const S* y, index y_stride, index m, index p4, index q4,
+                         dense_matrix<S>& g) {
+#if LOLA_AVX2_DISPATCH
+  if (cpu_has_avx2_fma()) return cross_columns_tiled_avx2<Lower>(x, x_stride, y, y_stride, m, p4, q4, g);
+#endif
+  cross_columns_tiled_lanes<native_lane_bytes<S>, Lower>(x, x_stride, y, y_stride, m, p4, q4, g);
 }
 
 /// Whether x and y are the same matrix (then XᵀY is a Gram: symmetric, half the work).
@@ -170,62 +146,269 @@ bool same_matrix(const XD& x, const YD& y) {
   return false;
 }
 
-/// cross_gram_into for operands the kernels read as they are.
-template <class S, class XD, class YD>
-void cross_gram_direct_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::MatrixBase<YD>& y_in,
-                            dense_matrix<S>& g) {
-  const XD& x = x_in.derived();
-  const YD& y = y_in.derived();
-  const index m = x.rows(), p = x.cols(), q = y.cols();
-  const bool same = same_matrix(x, y);
-  g.resize(p, q);
-  bool done = false;
-  constexpr bool x_rows = int(XD::Flags) & Eigen::RowMajorBit;
-  constexpr bool y_rows = int(YD::Flags) & Eigen::RowMajorBit;
-  if constexpr (std::is_same_v<typename XD::Scalar, S> && std::is_same_v<typename YD::Scalar, S> &&
-                contiguous_inner_v<XD> && contiguous_inner_v<YD> && x_rows == y_rows) {
-    if (m > 0 && p > 0 && q > 0) {
-      if constexpr (!x_rows) {
-        const index p4 = p / 4 * 4, q4 = q / 4 * 4;
-        if (p4 > 0 && q4 > 0) {
-          if (same)
-            cross_columns_tiled<true>(x.data(), x.outerStride(), x.data(), x.outerStride(), m, p4,
-                                      p4, g);
-          else
-            cross_columns_tiled<false>(x.data(), x.outerStride(), y.data(), y.outerStride(), m, p4,
-                                       q4, g);
-        }
-        if (q > q4) g.rightCols(q - q4).noalias() = x.transpose() * y.rightCols(q - q4);
-        if (p > p4 && q4 > 0)
-          g.bottomLeftCorner(p - p4, q4).noalias() =
-              x.rightCols(p - p4).transpose() * y.leftCols(q4);
-        done = true;
-      } else {
-        done = p == q && cross_rows(x.data(), x.outerStride(), y.data(), y.outerStride(), m, p, g);
-      }
+/// A factor as the blocked kernel reads it: entry (t, c) of the rows × cols factor is
+/// data[t·row_step + c·col_step] (one of the steps is 1), of the stored type T.
+template <class T>
+struct factor_ref {
+  const T* data;
+  index row_step, col_step, rows, cols;
+};
+
+/// Whether x is a factor_ref for a compute scalar S: a widening cast of stored data, or S with
+/// direct access and a contiguous inner dimension.
+template <class X, class S>
+constexpr bool has_factor_ref_v =
+    widening<X, S>::value || (std::is_same_v<typename X::Scalar, S> && contiguous_inner_v<X>);
+
+template <class S, class X>
+auto factor_ref_of(const X& x) {
+  using w = widening<X, S>;
+  if constexpr (w::value) {
+    const auto& stored = w::inner(x);
+    const bool rows_contiguous = (w::order == Eigen::RowMajor) != w::transposed;
+    const index stride = stored.outerStride();
+    return factor_ref<typename w::stored>{stored.data(), rows_contiguous ? stride : 1, rows_contiguous ? 1 : stride,
+                                          x.rows(), x.cols()};
+  } else {
+    constexpr bool rows_contiguous = int(X::Flags) & Eigen::RowMajorBit;
+    const index stride = x.outerStride();
+    return factor_ref<S>{x.data(), rows_contiguous ? stride : 1, rows_contiguous ? 1 : stride, x.rows(), x.cols()};
+  }
+}
+
+/// Rows [t0, t0 + count) of f, widened to S, into `block`: entry (t, c) at block + t·ld + c when
+/// `RowMajor`, else at block + c·ld + t.
+template <bool RowMajor, class S, class T>
+LOLA_ALWAYS_INLINE void load_factor_rows(const factor_ref<T>& f, index t0, index count, index ld, S* block) {
+  if (f.col_step == 1) {
+    for (index t = 0; t < count; ++t) {
+      const T* row = f.data + (t0 + t) * f.row_step;
+      for (index c = 0; c < f.cols; ++c) block[RowMajor ? t * ld + c : c * ld + t] = widen_value<S>(row[c]);
+    }
+  } else {
+    for (index c = 0; c < f.cols; ++c) {
+      const T* column = f.data + c * f.col_step + t0;
+      for (index t = 0; t < count; ++t) block[RowMajor ? t * ld + c : c * ld + t] = widen_value<S>(column[t]);
     }
   }
-  if (!done) g.noalias() = x.transpose() * y;
+}
+
+/// sums += the accumulators of one block of rows (a tile of Ta × Tb lanes). Each block starts its
+/// accumulators from zero, so an entry of G is a sum of block sums: the error of a dot product of
+/// length block plus one of length m / block, not of length m (a float Gram of a 4096-row factor
+/// in one running sum lost a decimal digit against this).
+template <class L, int Ta, int Tb, class S>
+LOLA_ALWAYS_INLINE void add_block_sums(const L (&acc)[Ta][Tb], S* sums) {
+  constexpr index width = index(sizeof(L) / sizeof(S));
+  for (int a = 0; a < Ta; ++a)
+    for (int b = 0; b < Tb; ++b) {
+      L total;
+      load_lane(total, sums + (Tb * a + b) * width);
+      total += acc[a][b];
+      store_lane(sums + (Tb * a + b) * width, total);
+    }
+}
+
+/// The blocked cross-Gram kernels (for operands with contiguous rows): g = XᵀY (only the
+/// lower triangle when `Same`, Y being X) in blocks of rows, each block widened into a scratch
+/// that stays in L1 while register tiles read it, so that every stored value is read once and
+/// converted once, in cache.
+///
+/// Column-major scratch (X with contiguous columns, Y with contiguous rows), zero-padded to a multiple
+/// of 4 columns and of the lane width in rows: the 4×2 tiles of column dot products of
+/// cross_columns_tiled_lanes, each entry finished by a sum across its lane.
+template <int Bytes, bool Same, class S, class TX, class TY>
+LOLA_ALWAYS_INLINE void cross_gram_column_blocks(const factor_ref<TX>& x, const factor_ref<TY>& y,
+                                                 dense_matrix<S>& g) {
+  using L = lane<S, Bytes>;
+  constexpr index width = Bytes / index(sizeof(S));
+  constexpr int ta = 4, tb = 2;  // tile rows (of G) and columns
+  const index m = x.rows, p = x.cols, q = y.cols;
+  const index p4 = (p + 3) / 4 * 4, q4 = (q + 3) / 4 * 4, columns = Same ? p4 : p4 + q4;
+  // Rows per block: two operands' blocks in 32 KiB, a multiple of the lane width, no more than the
+  // factors have. The length does not depend on `Same`, so a Gram computed as a cross-Gram of two
+  // views of one factor is the same bits as the Gram.
+  const index block = std::min((m + width - 1) / width * width,
+                               std::max<index>(width, 32768 / index(sizeof(S)) / (p4 + q4) / width * width));
+  std::vector<S> scratch(std::size_t(columns * block), S(0));
+  S* const xs = scratch.data();
+  S* const ys = Same ? xs : xs + p4 * block;
+  const auto last_j0 = [&](index i0) { return Same ? i0 + ta - tb : q4 - tb; };
+  index tiles = 0;
+  for (index i0 = 0; i0 < p4; i0 += ta) tiles += last_j0(i0) / tb + 1;
+  // The running sums of every tile between blocks, lane by lane.
+  std::vector<S> sums(std::size_t(tiles * ta * tb * width), S(0));
+  for (index t0 = 0; t0 < m; t0 += block) {
+    const index count = std::min(block, m - t0), steps = (count + width - 1) / width * width;
+    load_factor_rows<false>(x, t0, count, block, xs);
+    if constexpr (!Same) load_factor_rows<false>(y, t0, count, block, ys);
+    for (index c = 0; c < columns && steps > count; ++c)
+      std::fill(xs + c * block + count, xs + c * block + steps, S(0));
+    S* tile_sums = sums.data();
+    for (index i0 = 0; i0 < p4; i0 += ta)
+      for (index j0 = 0; j0 <= last_j0(i0); j0 += tb, tile_sums += ta * tb * width) {
+        L acc[ta][tb];
+        for (int a = 0; a < ta; ++a)
+          for (int b = 0; b < tb; ++b) zero_lane(acc[a][b]);
+        accumulate_column_tile(acc, xs + i0 * block, block, ys + j0 * block, block, index(0), steps);
+        add_block_sums(acc, tile_sums);
+      }
+  }
+  for_each_tile_sum<L, ta, tb>(sums.data(), p4, last_j0, [&](index i, index j, S sum) {
+    if (i < p && j < q) g(i, j) = sum;
+  });
+}
+
+/// Row-major scratch (X with contiguous rows: a stored B), zero-padded to whole tiles of columns:
+/// G accumulated as a sum of outer products of rows, in tiles of 4 rows of G (broadcast values of
+/// X) by two lanes of columns (of Y), each accumulator lane one entry of G. The row-major layout
+/// converts without a transposition, which in a column-major scratch cost as much as the product.
+template <int Bytes, bool Same, class S, class TX, class TY>
+LOLA_ALWAYS_INLINE void cross_gram_row_blocks(const factor_ref<TX>& x, const factor_ref<TY>& y, dense_matrix<S>& g) {
+  using L = lane<S, Bytes>;
+  constexpr index width = Bytes / index(sizeof(S));
+  constexpr int ta = 4, tb = 2;  // tile rows (of G), and lanes of tile columns
+  const index m = x.rows, p = x.cols, q = y.cols;
+  const index pad = std::max<index>(ta, tb * width);
+  const index px = (p + pad - 1) / pad * pad, qy = Same ? px : (q + pad - 1) / pad * pad;
+  const index columns = Same ? px : px + qy;
+  const index block = std::min(m, std::max<index>(1, 32768 / index(sizeof(S)) / (px + qy)));  // as above
+  std::vector<S> scratch(std::size_t(columns * block), S(0));
+  S* const xs = scratch.data();
+  S* const ys = Same ? xs : xs + px * block;
+  const auto last_j0 = [&](index i0) { return Same ? (i0 + ta - 1) / (tb * width) * (tb * width) : qy - tb * width; };
+  index tiles = 0;
+  for (index i0 = 0; i0 < px; i0 += ta) tiles += last_j0(i0) / (tb * width) + 1;
+  std::vector<S> sums(std::size_t(tiles * ta * tb * width), S(0));
+  for (index t0 = 0; t0 < m; t0 += block) {
+    const index count = std::min(block, m - t0);
+    load_factor_rows<true>(x, t0, count, px, xs);
+    if constexpr (!Same) load_factor_rows<true>(y, t0, count, qy, ys);
+    S* tile_sums = sums.data();
+    for (index i0 = 0; i0 < px; i0 += ta)
+      for (index j0 = 0; j0 <= last_j0(i0); j0 += tb * width, tile_sums += ta * tb * width) {
+        L acc[ta][tb];
+        for (int a = 0; a < ta; ++a)
+          for (int b = 0; b < tb; ++b) zero_lane(acc[a][b]);
+        for (index t = 0; t < count; ++t) {
+          L yj[tb];
+          for (int b = 0; b < tb; ++b) load_lane(yj[b], ys + t * qy + j0 + b * width);
+          for (int a = 0; a < ta; ++a) {
+            const S xi = xs[t * px + i0 + a];
+            for (int b = 0; b < tb; ++b) acc[a][b] += yj[b] * xi;
+          }
+        }
+        add_block_sums(acc, tile_sums);
+      }
+  }
+  const S* tile_sums = sums.data();
+  for (index i0 = 0; i0 < px; i0 += ta)
+    for (index j0 = 0; j0 <= last_j0(i0); j0 += tb * width, tile_sums += ta * tb * width)
+      for (int a = 0; a < ta; ++a)
+        for (index l = 0; l < tb * width; ++l)
+          if (i0 + a < p && j0 + l < q) g(i0 + a, j0 + l) = tile_sums[tb * width * a + l];
+}
+
+/// The blocked kernel for x's layout.
+template <int Bytes, bool Same, class S, class TX, class TY>
+LOLA_ALWAYS_INLINE void cross_gram_blocked_lanes(const factor_ref<TX>& x, const factor_ref<TY>& y,
+                                                 dense_matrix<S>& g) {
+  if (x.col_step == 1)
+    cross_gram_row_blocks<Bytes, Same>(x, y, g);
+  else
+    cross_gram_column_blocks<Bytes, Same>(x, y, g);
+}
+
+#if LOLA_AVX2_DISPATCH
+template <bool Same, class S, class TX, class TY>
+LOLA_TARGET_AVX2_FMA void cross_gram_blocked_avx2(const factor_ref<TX>& x, const factor_ref<TY>& y,
+                                                  dense_matrix<S>& g) {
+  cross_gram_blocked_lanes<32, Same>(x, y, g);
+}
+#endif
+
+/// g = XᵀY (p×q) by the blocked kernels in the widest lanes the processor runs; when `Same`,
+/// the Gram, exactly symmetric.
+template <bool Same, class S, class TX, class TY>
+void cross_gram_blocked(const factor_ref<TX>& x, const factor_ref<TY>& y, dense_matrix<S>& g) {
+  g.setZero(x.cols, y.cols);
+  if (x.rows == 0 || x.cols == 0 || y.cols == 0) return;
+#if LOLA_AVX2_DISPATCH
+  if (cpu_has_avx2_fma())
+    cross_gram_blocked_avx2<Same>(x, y, g);
+  else
+#endif
+    cross_gram_blocked_lanes<native_lane_bytes<S>, Same>(x, y, g);
+  if (Same) g.template triangularView<Eigen::StrictlyUpper>() = g.transpose();
+}
+
+/// Whether the kernels read x (a factor_ref type) as a factor with contiguous rows: the choice of
+/// kernel depends on it and on nothing else, so a factor and its copy in another stored type
+/// (a view of a file and the decoded adapter) take the same kernel and give the same bits.
+template <class X, class S>
+constexpr bool rows_contiguous() {
+  if constexpr (widening<X, S>::value)
+    return (widening<X, S>::order == Eigen::RowMajor) != widening<X, S>::transposed;
+  else
+    return int(X::Flags) & Eigen::RowMajorBit;
+}
+template <class X, class S>
+constexpr bool rows_contiguous_v = rows_contiguous<X, S>();
+
+/// g = XᵀY for X and Y of S with contiguous columns, by cross_columns_tiled (the columns past the
+/// last multiple of 4 by Eigen's product).
+template <class S, class XD, class YD>
+void cross_gram_columns_into(const XD& x, const YD& y, bool same, dense_matrix<S>& g) {
+  const index m = x.rows(), p = x.cols(), q = y.cols();
+  g.resize(p, q);
+  if (m == 0 || p == 0 || q == 0) {
+    g.setZero();
+    return;
+  }
+  const index p4 = p / 4 * 4, q4 = q / 4 * 4;
+  if (p4 > 0 && q4 > 0) {
+    if (same)
+      cross_columns_tiled<true>(x.data(), x.outerStride(), x.data(), x.outerStride(), m, p4, p4, g);
+    else
+      cross_columns_tiled<false>(x.data(), x.outerStride(), y.data(), y.outerStride(), m, p4, q4, g);
+  }
+  if (q > q4) g.rightCols(q - q4).noalias() = x.transpose() * y.rightCols(q - q4);
+  if (p > p4 && q4 > 0) g.bottomLeftCorner(p - p4, q4).noalias() = x.rightCols(p - p4).transpose() * y.leftCols(q4);
   if (same) g.template triangularView<Eigen::StrictlyUpper>() = g.transpose();
 }
 
 /// g = XᵀY (p×q) for X (m×p) and Y (m×q) (see the file comment for the kernels); when Y is X,
-/// the Gram, exactly symmetric. Factors stored narrower than S are widened first (widened.hpp).
+/// the Gram, exactly symmetric. Both operands with contiguous columns: cross_columns_tiled, on
+/// factors stored narrower than S widened whole first (widened.hpp); any operand with contiguous
+/// rows: the blocked kernels, which widen block by block; otherwise Eigen's product.
 template <class S, class XD, class YD>
 void cross_gram_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::MatrixBase<YD>& y_in,
                      dense_matrix<S>& g) {
   const XD& x = x_in.derived();
   const YD& y = y_in.derived();
-  if constexpr (widening<XD, S>::value || widening<YD, S>::value) {
-    if (same_matrix(x, y)) {
-      with_widened<S>(x, 0, [&](const auto& wx) { cross_gram_direct_into<S>(wx, wx, g); });
-      return;
+  const bool same = same_matrix(x, y);
+  if constexpr (has_factor_ref_v<XD, S> && has_factor_ref_v<YD, S>) {
+    if constexpr (!rows_contiguous_v<XD, S> && !rows_contiguous_v<YD, S>) {
+      with_widened<S>(x, 0, [&](const auto& wx) {
+        if (same)
+          cross_gram_columns_into<S>(wx, wx, true, g);
+        else
+          with_widened<S>(y, 1, [&](const auto& wy) { cross_gram_columns_into<S>(wx, wy, false, g); });
+      });
+    } else {
+      const auto x_ref = factor_ref_of<S>(x);
+      if (same)
+        cross_gram_blocked<true, S>(x_ref, x_ref, g);
+      else
+        cross_gram_blocked<false, S>(x_ref, factor_ref_of<S>(y), g);
     }
-    with_widened<S>(x, 0, [&](const auto& wx) {
-      with_widened<S>(y, 1, [&](const auto& wy) { cross_gram_direct_into<S>(wx, wy, g); });
-    });
   } else {
-    cross_gram_direct_into<S>(x, y, g);
+    with_widened<S>(x, 0, [&](const auto& wx) {
+      with_widened<S>(y, 1, [&](const auto& wy) {
+        g.noalias() = wx.transpose() * wy;
+        if (same) g.template triangularView<Eigen::StrictlyUpper>() = g.transpose();
+      });
+    });
   }
 }
 

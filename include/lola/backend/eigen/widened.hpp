@@ -1,14 +1,12 @@
 #pragma once
 /// @file
 /// Factors stored narrower than the compute scalar (BF16, F16 or float factors of a double
-/// computation), as the host kernels read them: as_compute<S> of such a factor is Eigen's lazy
-/// cast, which the pointer kernels of gram.hpp and thin_product.hpp cannot read, and which Eigen's
-/// own product would convert while packing, at its slower speed. with_widened hands the kernels
-/// the factor widened into a per-thread scratch buffer of S in the factor's own layout instead:
-/// one exact conversion pass (core/widen.hpp) over a factor that then stays in cache for the
-/// kernel (a 4096×16 factor is 256 KiB in float), no copy of the whole adapter, and, because the
-/// layout and values are those a decoded copy would have, results bit-for-bit equal to computing
-/// from that copy.
+/// computation), widened whole: as_compute<S> of such a factor is Eigen's lazy cast, which Eigen's
+/// own product converts while packing, at its slower speed. The Gram and thin-product kernels read
+/// such casts themselves, block by block (factor_ref in gram.hpp); with_widened serves the rest —
+/// a cross-Gram of a stored factor with an operand without direct access — handing it the factor
+/// widened into a per-thread scratch buffer of S in the factor's own layout: one exact conversion
+/// pass (core/widen.hpp), no copy of the whole adapter, and the values a decoded copy would have.
 ///
 /// Recognised: cast<S>() of a plain matrix or Map with contiguous inner dimension, and the
 /// transpose of that (Aᵀ of a stored A). Anything else is passed through unchanged.
