@@ -136,6 +136,85 @@ void cross_columns_tiled(const S* x, index x_stride, const S* y, index y_stride,
   cross_columns_tiled_lanes<native_lane_bytes<S>, Lower>(x, x_stride, y, y_stride, m, p4, q4, g);
 }
 
+/// g = XᵀY for X and Y with contiguous rows of fixed length N, in panels of four rows,
+/// prefetching 4 KiB ahead in each operand. `Same`: Y is X, read once. The sum is a local that
+/// is copied out at the end, so it stays in registers (a reference or a returned object, which
+/// might alias the operands, is kept in memory: 15% slower at N = 16).
+template <int N, bool Same, class S>
+void rows_fixed_into(const S* x, index x_stride, const S* y, index y_stride, index m,
+                     dense_matrix<S>& g) {
+  Eigen::Matrix<S, N, N> acc = Eigen::Matrix<S, N, N>::Zero();
+  using panel_map = Eigen::Map<const Eigen::Matrix<S, N, 4>, 0, Eigen::OuterStride<>>;
+  using row_map = Eigen::Map<const Eigen::Matrix<S, N, 1>>;
+  constexpr index line = 64 / index(sizeof(S));  // elements per cache line
+  const index x_ahead = std::max<index>(4, 4096 / index(sizeof(S)) / x_stride);  // rows in 4 KiB
+  const index y_ahead = std::max<index>(4, 4096 / index(sizeof(S)) / y_stride);
+  index t = 0;
+  for (; t + 4 <= m; t += 4) {
+    if (t + x_ahead + 4 <= m) {
+      if (x_stride == N) {
+        for (index e = 0; e < 4 * N; e += line) LOLA_PREFETCH(x + (t + x_ahead) * N + e);
+      } else {
+        for (index row = t + x_ahead; row < t + x_ahead + 4; ++row)
+          for (index e = 0; e < N; e += line) LOLA_PREFETCH(x + row * x_stride + e);
+      }
+    }
+    const panel_map x_panel(x + t * x_stride, N, 4, Eigen::OuterStride<>(x_stride));
+    if constexpr (Same) {
+      acc.noalias() += x_panel.lazyProduct(x_panel.transpose());
+    } else {
+      if (t + y_ahead + 4 <= m) {
+        if (y_stride == N) {
+          for (index e = 0; e < 4 * N; e += line) LOLA_PREFETCH(y + (t + y_ahead) * N + e);
+        } else {
+          for (index row = t + y_ahead; row < t + y_ahead + 4; ++row)
+            for (index e = 0; e < N; e += line) LOLA_PREFETCH(y + row * y_stride + e);
+        }
+      }
+      const panel_map y_panel(y + t * y_stride, N, 4, Eigen::OuterStride<>(y_stride));
+      acc.noalias() += x_panel.lazyProduct(y_panel.transpose());
+    }
+  }
+  for (; t < m; ++t)
+    acc.noalias() += row_map(x + t * x_stride).lazyProduct(row_map(y + t * y_stride).transpose());
+  g = acc;
+}
+
+/// XᵀY for X and Y with contiguous rows of fixed length N (`x_stride`, `y_stride` apart).
+template <int N, class S>
+void cross_rows_fixed(const S* x, index x_stride, const S* y, index y_stride, index m,
+                      dense_matrix<S>& g) {
+  if (x == y && x_stride == y_stride)
+    rows_fixed_into<N, true>(x, x_stride, x, x_stride, m, g);
+  else
+    rows_fixed_into<N, false>(x, x_stride, y, y_stride, m, g);
+}
+
+/// The ranks at which a Gram of factors with contiguous rows uses rows_fixed_into, whose n×n sum
+/// stays in registers: 4 and 8, and, where the translation unit is compiled for AVX2 (Eigen's
+/// packets then 256-bit), 16 and 32 too; the blocked kernels take the other ranks (rank 4 in the
+/// blocked row kernel pads to two lanes of columns, 16 floats under AVX2: 16× the work).
+inline bool register_rows_rank(index n) {
+#if LOLA_AVX2_DISPATCH || !LOLA_VECTOR_EXTENSIONS
+  return n == 4 || n == 8;
+#else
+  return n == 4 || n == 8 || n == 16 || n == 32;
+#endif
+}
+
+/// cross_rows_fixed for the register_rows_rank ranks; false for the others.
+template <class S>
+bool cross_rows(const S* x, index x_stride, const S* y, index y_stride, index m, index n, dense_matrix<S>& g) {
+  if (!register_rows_rank(n)) return false;
+  switch (n) {
+    case 4: cross_rows_fixed<4>(x, x_stride, y, y_stride, m, g); return true;
+    case 8: cross_rows_fixed<8>(x, x_stride, y, y_stride, m, g); return true;
+    case 16: cross_rows_fixed<16>(x, x_stride, y, y_stride, m, g); return true;
+    case 32: cross_rows_fixed<32>(x, x_stride, y, y_stride, m, g); return true;
+    default: return false;
+  }
+}
+
 /// Whether x and y are the same matrix (then XᵀY is a Gram: symmetric, half the work).
 template <class XD, class YD>
 bool same_matrix(const XD& x, const YD& y) {
@@ -396,6 +475,24 @@ void cross_gram_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::MatrixBase<
           with_widened<S>(y, 1, [&](const auto& wy) { cross_gram_columns_into<S>(wx, wy, false, g); });
       });
     } else {
+      // Both with contiguous rows at a register rank: rows_fixed_into, on stored factors widened
+      // whole first (as decoded factors would be read, so both give the same bits).
+      if constexpr (rows_contiguous_v<XD, S> && rows_contiguous_v<YD, S>) {
+        if (x.cols() == y.cols() && register_rows_rank(x.cols()) && x.rows() > 0) {
+          with_widened<S>(x, 0, [&](const auto& wx) {
+            const auto finish = [&](const auto& wy) {
+              g.resize(x.cols(), y.cols());
+              cross_rows(wx.data(), wx.outerStride(), wy.data(), wy.outerStride(), x.rows(), x.cols(), g);
+              if (same) g.template triangularView<Eigen::StrictlyUpper>() = g.transpose();
+            };
+            if (same)
+              finish(wx);
+            else
+              with_widened<S>(y, 1, finish);
+          });
+          return;
+        }
+      }
       const auto x_ref = factor_ref_of<S>(x);
       if (same)
         cross_gram_blocked<true, S>(x_ref, x_ref, g);

@@ -99,6 +99,41 @@ void thin_product_columns(const S* x, index m, index n, index stride, const dens
                                                    out_stride);
 }
 
+/// out = X·C for X with contiguous rows of length N, out row-major, C N×N: each output row is
+/// Cᵀ·(row of X), Cᵀ held in registers; four rows at a time, four independent accumulations.
+template <int N, class S>
+void thin_product_rows_fixed(const S* x, index m, index stride, const dense_matrix<S>& c, S* out,
+                             index out_stride) {
+  using fixed = Eigen::Matrix<S, N, N>;
+  using panel = Eigen::Matrix<S, N, 4>;
+  using vec = Eigen::Matrix<S, N, 1>;
+  const fixed ct = c.transpose();
+  index t = 0;
+  for (; t + 4 <= m; t += 4)
+    Eigen::Map<panel, 0, Eigen::OuterStride<>>(out + t * out_stride, N, 4,
+                                               Eigen::OuterStride<>(out_stride))
+        .noalias() = ct.lazyProduct(Eigen::Map<const panel, 0, Eigen::OuterStride<>>(
+            x + t * stride, N, 4, Eigen::OuterStride<>(stride)));
+  for (; t < m; ++t)
+    Eigen::Map<vec>(out + t * out_stride).noalias() =
+        ct.lazyProduct(Eigen::Map<const vec>(x + t * stride));
+}
+
+/// thin_product_rows_fixed at the ranks where gram.hpp's register kernels run (register_rows_rank,
+/// c = n); false for the others.
+template <class S>
+bool thin_product_rows(const S* x, index m, index n, index stride, const dense_matrix<S>& c, S* out,
+                       index out_stride) {
+  if (c.cols() != n || !register_rows_rank(n)) return false;
+  switch (n) {
+    case 4: thin_product_rows_fixed<4>(x, m, stride, c, out, out_stride); return true;
+    case 8: thin_product_rows_fixed<8>(x, m, stride, c, out, out_stride); return true;
+    case 16: thin_product_rows_fixed<16>(x, m, stride, c, out, out_stride); return true;
+    case 32: thin_product_rows_fixed<32>(x, m, stride, c, out, out_stride); return true;
+    default: return false;
+  }
+}
+
 /// out = X·C for X in any layout and stored type (factor_ref), out entry (t, j) at
 /// out + t·out_row_step + j·out_col_step, in blocks of rows: a block of X widened into a
 /// column-major scratch, its product by thin_product_columns_lanes into a second scratch, copied
@@ -174,6 +209,14 @@ void thin_product_direct_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::Ma
         thin_product_columns(wx.data(), m, n, wx.outerStride(), c, out.data(), out.outerStride());
       });
     } else {
+      if constexpr (x_rows && out_rows) {
+        if (c.cols() == n && register_rows_rank(n)) {
+          with_widened<S>(x, 0, [&](const auto& wx) {
+            thin_product_rows(wx.data(), m, n, wx.outerStride(), c, out.data(), out.outerStride());
+          });
+          return;
+        }
+      }
       thin_product_blocked(factor_ref_of<S>(x), c, out.data(), out_rows ? out.outerStride() : 1,
                            out_rows ? 1 : out.outerStride());
     }
