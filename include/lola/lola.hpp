@@ -52,6 +52,7 @@
 #include "lola/nn/uv_pair.hpp"
 
 #include "lola/ops/combine.hpp"
+#include "lola/ops/merge_adapters.hpp"
 #include "lola/ops/resize.hpp"
 
 #include "lola/io/adapter.hpp"
@@ -60,4 +61,5 @@
 #include "lola/io/encoded_adapter.hpp"
 #include "lola/io/json.hpp"
 #include "lola/io/load.hpp"
+#include "lola/io/module_lookup.hpp"
 #include "lola/io/safetensors.hpp"

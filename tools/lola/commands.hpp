@@ -16,7 +16,8 @@
 #include <lola/io/load.hpp>
 #include <lola/linalg/low_rank_svd.hpp>
 #include <lola/nn/gl_net_weights.hpp>
-#include <lola/ops/combine.hpp>
+#include <lola/io/module_lookup.hpp>
+#include <lola/ops/merge_adapters.hpp>
 #include <lola/ops/resize.hpp>
 
 #include <unistd.h>
@@ -27,7 +28,6 @@
 #include <cmath>
 #include <limits>
 #include <cstdint>
-#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -73,27 +73,31 @@ inline double real_value(const std::string& name, const std::string& text) {
 class progress {
  public:
   progress(const char* what, std::size_t total, std::FILE* err)
-      : what_(what), total_(total), err_(err), enabled_(total > 1 && ::isatty(::fileno(err))) {}
+      : what_(what), total_(total), err_(err), terminal_(::isatty(::fileno(err)) != 0) {}
   ~progress() {
-    if (enabled_) std::fprintf(err_, "\r%s %zu/%zu\n", what_, done_.load(), total_);
+    if (enabled()) std::fprintf(err_, "\r%s %zu/%zu\n", what_, done_.load(), total_.load());
   }
   progress(const progress&) = delete;
   progress& operator=(const progress&) = delete;
-  void tick() {
+  /// One more item done, of `total` when the count became known only once the work had started.
+  void tick(std::size_t total = 0) {
+    if (total != 0) total_ = total;
     const std::size_t n = ++done_;
-    if (!enabled_) return;
+    if (!enabled()) return;
     const auto now = std::chrono::steady_clock::now();
     std::lock_guard<std::mutex> lock(mutex_);
     if (now - last_ < std::chrono::milliseconds(100)) return;
     last_ = now;
-    std::fprintf(err_, "\r%s %zu/%zu", what_, n, total_);
+    std::fprintf(err_, "\r%s %zu/%zu", what_, n, total_.load());
   }
 
  private:
+  bool enabled() const { return terminal_ && total_ > 1; }
+
   const char* what_;
-  std::size_t total_;
+  std::atomic<std::size_t> total_;
   std::FILE* err_;
-  bool enabled_;
+  bool terminal_;
   std::atomic<std::size_t> done_{0};
   std::mutex mutex_;
   std::chrono::steady_clock::time_point last_{};
@@ -355,84 +359,23 @@ inline int merge(const merge_options& o, streams& s) {
       loading.tick();
     }
   }
-  for (std::size_t i = 1; i < adapters.size(); ++i)
-    if (adapters[i].format != adapters[0].format)
-      throw lola::error(lola::error_code::unsupported,
-                        paths[i] + " is a " + io::to_string(adapters[i].format) + " adapter but " + paths[0] +
-                            " is " + io::to_string(adapters[0].format) +
-                            "; module names of different dialects do not match");
-
-  // Every module name, in the first adapter's order, then new names in later adapters' order.
-  struct part {
-    std::size_t adapter;
-    const module* m;
-  };
-  std::vector<std::string> names;
-  std::map<std::string, std::vector<part>> parts;
-  for (std::size_t i = 0; i < adapters.size(); ++i)
-    for (const auto& m : adapters[i].modules) {
-      auto& list = parts[m.name];
-      if (list.empty()) names.push_back(m.name);
-      list.push_back({i, &m});
-    }
-
-  adapter result;
-  result.format = adapters[0].format;
-  result.metadata = adapters[0].metadata;
-  result.config = adapters[0].config;
-  result.passthrough = adapters[0].passthrough;
-  for (std::size_t i = 1; i < adapters.size(); ++i)
-    if (!adapters[i].passthrough.empty())
-      s.message(format("lola: warning: %zu passthrough tensors of ", adapters[i].passthrough.size()) + paths[i] +
-                " are not carried into the merge (the first adapter's are)");
-  result.modules.resize(names.size());
-  std::vector<double> retained(names.size(), 1.0);
-  progress p("merge", names.size(), s.err());
-  lola::parallel_for(static_cast<lola::index>(names.size()), [&](lola::index index) {
-    const std::size_t n = static_cast<std::size_t>(index);
-    const std::string where = "merge: module \"" + names[n] + "\"";
-    const auto& list = parts.at(names[n]);
-    const part& first = list.front();
-    const module& m0 = *first.m;
-    auto describe = [](const module& m) {
-      return std::to_string(m.rows()) + "x" + std::to_string(m.cols()) + " " + io::to_string(m.kind);
-    };
-    std::vector<decltype(m0.delta())> deltas;
-    std::vector<double> w;
-    lola::index max_rank = 0;
-    for (const auto& [i, m] : list) {
-      if (m->rows() != m0.rows() || m->cols() != m0.cols() || m->kind != m0.kind)
-        throw lola::error(lola::error_code::shape_mismatch,
-                          where + " is " + describe(m0) + " in " + paths[first.adapter] + " but " + describe(*m) +
-                              " in " + paths[i]);
-      if (!m->extras.empty())
-        throw lola::error(lola::error_code::unsupported,
-                          where + " carries " + m->extras.front().name + " in " + paths[i] +
-                              " (DoRA magnitude or LoRA bias), which a weighted sum of dW does not define");
-      deltas.push_back(m->delta());
-      w.push_back(weights[i]);
-      max_rank = std::max(max_rank, m->rank());
-    }
-    const lola::index k = rank > 0 ? static_cast<lola::index>(rank) : max_rank;
-    try {
-      const auto sum = lola::weighted_sum_within_rank(deltas, w, k);
-      retained[n] = sum.retained_fro_fraction;
-      module merged = m0;
-      merged.extras.clear();
-      merged.set_factors(sum.factors.B(), sum.factors.A(), 1.0);
-      result.modules[n] = std::move(merged);
-    } catch (const lola::error& e) {
-      throw lola::error(e.code(), where + ": " + e.message());
-    }
-    p.tick();
-  });
+  std::vector<const adapter*> sources;
+  for (const auto& a : adapters) sources.push_back(&a);
+  lola::merge_adapters_options options;
+  options.rank = rank;
+  options.labels = paths;
+  progress p("merge", 0, s.err());
+  options.module_done = [&](std::size_t total) { p.tick(total); };
+  auto merged = lola::merge_adapters(sources, weights, options);
+  for (const auto& w : merged.warnings) s.message("lola: warning: " + w);
+  const adapter& result = merged.adapter;
   save(result, paths[0], o.output);
   std::string text;
-  for (std::size_t n = 0; n < names.size(); ++n)
-    text += format("%s: %zu of %zu adapters, rank %ld, retained Frobenius fraction %.6f\n", shown(names[n]).c_str(),
-                   parts.at(names[n]).size(), adapters.size(), static_cast<long>(result.modules[n].rank()),
-                   retained[n]);
-  text += format("merged %zu adapters (%zu modules) into %s\n", adapters.size(), names.size(), shown(o.output).c_str());
+  for (const auto& m : merged.modules)
+    text += format("%s: %zu of %zu adapters, rank %ld, retained Frobenius fraction %.6f\n", shown(m.name).c_str(),
+                   m.sources, adapters.size(), static_cast<long>(m.rank), m.retained_fro_fraction);
+  text += format("merged %zu adapters (%zu modules) into %s\n", adapters.size(), merged.modules.size(),
+                 shown(o.output).c_str());
   s.print(text);
   return 0;
 }
@@ -446,11 +389,12 @@ inline int align(const align_options& o, streams& s) {
   check_output_is_not_an_input(o.output, io::is_directory(o.path),
                                {{o.path, input_role::replaced, "PATH"}, {o.templ, input_role::read, "--template"}});
   const adapter templ = load(o.templ, s);
+  const io::module_lookup templ_modules(templ);
   adapter a = load(o.path, s);
   std::vector<double> uniqueness(a.modules.size());
   for_each_module(o.path, module_names(a), "align", s.err(), [&](std::size_t i) {
     auto& m = a.modules[i];
-    const module* t = templ.find(m.name);
+    const module* t = templ_modules.find(m.name);
     if (!t) throw lola::error(lola::error_code::invalid_argument, "has no counterpart in the template " + o.templ);
     if (t->rows() != m.rows() || t->cols() != m.cols() || t->rank() != m.rank())
       throw lola::error(lola::error_code::shape_mismatch,

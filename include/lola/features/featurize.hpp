@@ -66,6 +66,7 @@
 #include "lola/core/shape.hpp"
 #include "lola/features/spectrum.hpp"
 #include "lola/io/adapter.hpp"
+#include "lola/io/module_lookup.hpp"
 
 namespace lola {
 
@@ -307,9 +308,12 @@ void featurize_rows(const feature_table_layout<S, Adapter>& layout, const std::v
   // The template's module of each block, checked against the first adapter.
   std::vector<const io::adapter_module<S>*> templ(options.kind == feature_kind::align ? blocks.size()
                                                                                        : 0);
+  if (!templ.empty()) {
+    const io::module_lookup templ_modules(*options.templ);
+    for (std::size_t j = 0; j < templ.size(); ++j) templ[j] = templ_modules.find(blocks[j].name);
+  }
   for (std::size_t j = 0; j < templ.size(); ++j) {
     const feature_block& b = blocks[j];
-    templ[j] = options.templ->find(b.name);
     if (templ[j] == nullptr)
       throw error(error_code::invalid_argument,
                   context + ": the template lacks module '" + b.name + "' of " + first_name);
