@@ -30,6 +30,7 @@
 #include "lola/linalg/thin_qr.hpp"
 
 #include "lola/canon/canonical_form.hpp"
+#include "lola/canon/canonicalize_adapter.hpp"
 #include "lola/canon/o_align.hpp"
 
 #include "lola/features/adapter_spectra.hpp"
@@ -52,8 +53,10 @@
 #include "lola/nn/uv_pair.hpp"
 
 #include "lola/ops/combine.hpp"
+#include "lola/ops/edit_modules.hpp"
 #include "lola/ops/merge_adapters.hpp"
 #include "lola/ops/resize.hpp"
+#include "lola/ops/resize_adapter.hpp"
 
 #include "lola/io/adapter.hpp"
 #include "lola/io/adapter_view.hpp"

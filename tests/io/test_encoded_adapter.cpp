@@ -9,11 +9,16 @@
 //     the comparison can fail;
 //   - set_factors refuses factors of another d or k, ranks that disagree and non-finite values,
 //     naming the module;
+//   - canonicalize_adapter and resize_adapter (whole adapters through ops/edit_modules.hpp) write
+//     the bytes of the module-by-module edit on the decoded adapter, on one thread or two, and
+//     report one progress call per module; edit_modules names the first failing module in
+//     module order;
 //   - BF16 narrowing equals Eigen's conversion bit for bit on every upper half and the rounding
 //     boundaries below it (a truncating conversion is caught), and encode_elements reports the
 //     first finite value that became inf.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -30,10 +35,13 @@
 
 #include "lola/backend/eigen/matrix.hpp"
 #include "lola/canon/canonical_form.hpp"
+#include "lola/canon/canonicalize_adapter.hpp"
 #include "lola/io/adapter_view.hpp"
 #include "lola/io/encoded_adapter.hpp"
 #include "lola/io/load.hpp"
+#include "lola/ops/edit_modules.hpp"
 #include "lola/ops/resize.hpp"
+#include "lola/ops/resize_adapter.hpp"
 #include "support/adapter_module.hpp"
 #include "support/errors.hpp"
 #include "support/temp_dir.hpp"
@@ -144,6 +152,14 @@ std::pair<std::string, std::string> both_outputs(const io::adapter<double>& orig
   return {saved_bytes(decoded_path, form), saved_bytes(encoded_path, form)};
 }
 
+/// The files save_adapter writes for `edited` in `form`, as saved_bytes reads them.
+std::string saved_bytes_of(const io::encoded_adapter& edited, io::save_form form) {
+  temp_dir dir;
+  const std::string out = place(dir, "out", form);
+  io::save_adapter(edited, out, form);
+  return saved_bytes(out, form);
+}
+
 using factors = std::pair<Eigen::MatrixXd, Eigen::MatrixXd>;
 
 const auto unchanged = [](const auto& e, const auto&) {
@@ -234,6 +250,74 @@ TEST_SUITE("io.encoded_adapter") {
     };
     const auto [decoded, encoded] = both_outputs(a, io::save_form::directory, perturbed);
     CHECK(decoded != encoded);
+  }
+
+  TEST_CASE("whole adapters: canonicalize_adapter and resize_adapter write the module-by-module edit") {
+    std::mt19937_64 rng(17);
+    for (auto t : {io::dtype::F32, io::dtype::BF16, io::dtype::F16}) {
+      CAPTURE(io::dtype_name(t));
+      const auto a = peft_adapter(t, rng);
+      temp_dir dir;
+      io::save_adapter(a, dir / "in", io::save_form::directory);
+      const auto view = io::adapter_view::open(dir / "in");
+      const std::string left = both_outputs(a, io::save_form::directory, canonical_left).first;
+      const std::string balanced = both_outputs(a, io::save_form::directory, canonical_balanced).first;
+      const std::string resized_2 = both_outputs(a, io::save_form::directory, resized).first;
+      for (int threads : {1, 2}) {
+        CAPTURE(threads);
+        std::atomic<std::size_t> calls{0}, modules{0};
+        lola::module_pass pass;
+        pass.ex.threads = threads;
+        pass.module_done = [&](std::size_t n) {
+          ++calls;
+          modules = n;
+        };
+        const auto c_left = lola::canonicalize_adapter(view, lola::canonical_form::left, pass);
+        CHECK(saved_bytes_of(c_left.adapter, io::save_form::directory) == left);
+        CHECK(c_left.degenerate == 0);
+        const auto c_balanced = lola::canonicalize_adapter(view, lola::canonical_form::balanced, pass);
+        CHECK(saved_bytes_of(c_balanced.adapter, io::save_form::directory) == balanced);
+        const auto r = lola::resize_adapter(view, lola::rank_rule::fixed(2), lola::canonical_form::left, pass);
+        CHECK(saved_bytes_of(r.adapter, io::save_form::directory) == resized_2);
+        CHECK(calls == 3 * view.modules.size());
+        CHECK(modules == view.modules.size());
+        // The retained fractions are resize's, module by module.
+        REQUIRE(r.retained_fro_fraction.size() == view.modules.size());
+        for (std::size_t i = 0; i < view.modules.size(); ++i)
+          view.modules[i].visit([&](const auto& B, const auto& A) {
+            using lola::detail::as_compute;
+            const auto one = lola::resize(lola::factor(as_compute<double>(B), as_compute<double>(A),
+                                                       view.modules[i].scale),
+                                          lola::rank_rule::fixed(2));
+            CHECK(r.retained_fro_fraction[i] == one.retained_fro_fraction);
+          });
+      }
+      // The comparison can fail: another rank writes other bytes.
+      const auto r3 = lola::resize_adapter(view, lola::rank_rule::fixed(3));
+      CHECK(saved_bytes_of(r3.adapter, io::save_form::directory) != resized_2);
+    }
+  }
+
+  TEST_CASE("edit_modules: an edit's error names its module, the first in module order of several") {
+    std::mt19937_64 rng(19);
+    temp_dir dir;
+    io::save_adapter(peft_adapter(io::dtype::BF16, rng), dir / "in", io::save_form::directory);
+    const auto view = io::adapter_view::open(dir / "in");
+    REQUIRE(view.modules.size() >= 4);
+    for (int threads : {1, 2}) {
+      lola::module_pass pass;
+      pass.ex.threads = threads;
+      const auto e = thrown_by([&] {
+        lola::edit_modules(
+            view,
+            [](std::size_t i, const auto&, io::encoded_module&) {
+              if (i == 1 || i == 3) throw lola::error(lola::error_code::numerical, "edit " + std::to_string(i));
+            },
+            pass);
+      });
+      CHECK(e.code() == lola::error_code::numerical);
+      CHECK(std::string(e.what()) == "lola: module \"" + view.modules[1].name + "\": edit 1");
+    }
   }
 
   TEST_CASE("set_factors refuses other shapes and non-finite values, naming the module") {

@@ -6,6 +6,7 @@
 // and every message on stderr is escaped as a whole.
 
 #include <lola/canon/canonical_form.hpp>
+#include <lola/canon/canonicalize_adapter.hpp>
 #include <lola/canon/o_align.hpp>
 #include <lola/core/parallel.hpp>
 #include <lola/features/adapter_spectra.hpp>
@@ -19,6 +20,7 @@
 #include <lola/io/module_lookup.hpp>
 #include <lola/ops/merge_adapters.hpp>
 #include <lola/ops/resize.hpp>
+#include <lola/ops/resize_adapter.hpp>
 
 #include <unistd.h>
 
@@ -117,6 +119,23 @@ void for_each_module(const std::string& path, const std::vector<std::string>& na
     }
     p.tick();
   });
+}
+
+/// f(), its lola::error re-thrown naming the adapter at path (the library names the module).
+template <class F>
+decltype(auto) naming_path(const std::string& path, F&& f) {
+  try {
+    return f();
+  } catch (const lola::error& e) {
+    throw lola::error(e.code(), path + ": " + e.message());
+  }
+}
+
+/// A pass over modules on the default executor that ticks p as each module is done.
+inline lola::module_pass ticking(progress& p) {
+  lola::module_pass pass;
+  pass.module_done = [&p](std::size_t) { p.tick(); };
+  return pass;
 }
 
 template <class Module>
@@ -250,35 +269,20 @@ inline io::adapter_view open_view(const std::string& path, const streams& s) {
   return a;
 }
 
-/// f(B, A) with module m's factors read in double as the file stores them (widened as the kernels
-/// read them: no decoded copy of the adapter).
-template <class F>
-decltype(auto) with_double_factors(const io::module_view& m, F&& f) {
-  return m.visit([&](const auto& B, const auto& A) {
-    using lola::detail::as_compute;
-    return f(as_compute<double>(B), as_compute<double>(A));
-  });
-}
-
 inline int canonicalize(const canonicalize_options& o, streams& s) {
   check_output_is_not_an_input(o.output, io::is_directory(o.path), {{o.path, input_role::replaced, "PATH"}});
   const auto form = o.form == "left" ? lola::canonical_form::left : lola::canonical_form::balanced;
   const auto in = open_view(o.path, s);
-  auto out = io::encoded_adapter::copy_of(in);
-  std::atomic<int> degenerate{0};
-  for_each_module(o.path, module_names(in), "canonicalize", s.err(), [&](std::size_t i) {
-    const auto& m = in.modules[i];
-    with_double_factors(m, [&](const auto& B, const auto& A) {
-      auto c = lola::canonicalize(lola::factor(B, A, m.scale), form);
-      degenerate += c.degenerate;
-      out.modules[i].set_factors(c.factors.B(), c.factors.A(), m.scale);
-    });
+  const auto result = naming_path(o.path, [&] {
+    progress p("canonicalize", in.modules.size(), s.err());
+    return lola::canonicalize_adapter(in, form, ticking(p));
   });
+  const io::encoded_adapter& out = result.adapter;
   save(out, o.path, o.output);
   std::string line = format("canonicalized %zu modules (%s form) into %s", out.modules.size(), o.form.c_str(),
                             shown(o.output).c_str());
-  if (degenerate > 0)
-    line += format("; %d with repeated singular values (a rotation of those pairs is left free)", degenerate.load());
+  if (result.degenerate > 0)
+    line += format("; %zu with repeated singular values (a rotation of those pairs is left free)", result.degenerate);
   s.print(line + "\n");
   return 0;
 }
@@ -307,16 +311,12 @@ inline int resize(const resize_options& o, streams& s) {
   if (rules.size() != 1) throw usage_error("give exactly one of --rank, --sv-fro, --sv-ratio, --sv-cumulative");
   check_output_is_not_an_input(o.output, io::is_directory(o.path), {{o.path, input_role::replaced, "PATH"}});
   const auto in = open_view(o.path, s);
-  auto out = io::encoded_adapter::copy_of(in);
-  std::vector<double> retained(in.modules.size());
-  for_each_module(o.path, module_names(in), "resize", s.err(), [&](std::size_t i) {
-    const auto& m = in.modules[i];
-    with_double_factors(m, [&](const auto& B, const auto& A) {
-      auto r = lola::resize(lola::factor(B, A, m.scale), rules[0]);
-      retained[i] = r.retained_fro_fraction;
-      out.modules[i].set_factors(r.factors.B(), r.factors.A(), m.scale);
-    });
+  const auto result = naming_path(o.path, [&] {
+    progress p("resize", in.modules.size(), s.err());
+    return lola::resize_adapter(in, rules[0], lola::canonical_form::left, ticking(p));
   });
+  const io::encoded_adapter& out = result.adapter;
+  const std::vector<double>& retained = result.retained_fro_fraction;
   save(out, o.path, o.output);
   std::string text;
   for (std::size_t i = 0; i < in.modules.size(); ++i)
@@ -364,9 +364,11 @@ inline int merge(const merge_options& o, streams& s) {
   lola::merge_adapters_options options;
   options.rank = rank;
   options.labels = paths;
-  progress p("merge", 0, s.err());
-  options.module_done = [&](std::size_t total) { p.tick(total); };
-  auto merged = lola::merge_adapters(sources, weights, options);
+  const auto merged = [&] {
+    progress p("merge", 0, s.err());
+    options.module_done = [&](std::size_t total) { p.tick(total); };
+    return lola::merge_adapters(sources, weights, options);
+  }();
   for (const auto& w : merged.warnings) s.message("lola: warning: " + w);
   const adapter& result = merged.adapter;
   save(result, paths[0], o.output);

@@ -18,7 +18,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <type_traits>
 #include <utility>
@@ -86,6 +88,16 @@ struct executor {
   }
   /// One thread: the calling one.
   static executor serial() noexcept { return executor{1}; }
+};
+
+/// How a pass over the modules of an adapter runs: on which threads, and whom it tells as each
+/// module is done.
+struct module_pass {
+  executor ex{};
+  /// Called once per module when it is done, with the number of modules in the pass (for a
+  /// progress display); called from the executor's threads, so it must be safe to call
+  /// concurrently.
+  std::function<void(std::size_t modules)> module_done;
 };
 
 /// Calls f(i) for i in [0, n) on the executor's threads (see the file comment).

@@ -19,7 +19,6 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -32,16 +31,12 @@
 
 namespace lola {
 
-struct merge_adapters_options {
+/// The pass (threads, progress) and the rank budget of a merge.
+struct merge_adapters_options : module_pass {
   /// The rank budget of every merged module, >= 1; < 0: the largest rank among its sources.
   index rank = -1;
   /// Optional names of the adapters (file paths, say) for messages: empty, or one per adapter.
   std::vector<std::string> labels;
-  executor ex{};
-  /// Called once per merged module, when it is done, with the number of modules being merged (for
-  /// a progress display); called from the executor's threads, so it must be safe to call
-  /// concurrently.
-  std::function<void(std::size_t modules)> module_done;
 };
 
 /// What became of one module.

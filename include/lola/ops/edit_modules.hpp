@@ -1,0 +1,47 @@
+#pragma once
+/// @file
+/// One pass that rewrites every module of an adapter read as its file stores it (io::adapter_view)
+/// into an io::encoded_adapter, with no decoded copy of either: each module's factors are read in
+/// the compute scalar S as the kernels widen them, the edit computes the new factors, and
+/// encoded_module::set_factors encodes them into the file's dtypes. Everything else (passthrough
+/// tensors, extras, metadata, config, dialect) is carried as encoded_adapter::copy_of carries it.
+/// The modules run in parallel on the pass's executor; the output does not depend on the thread
+/// count. What whole-adapter canonical forms and resizes are built on
+/// (canon/canonicalize_adapter.hpp, ops/resize_adapter.hpp).
+
+#include <cstddef>
+#include <string>
+
+#include "lola/core/error.hpp"
+#include "lola/core/parallel.hpp"
+#include "lola/expr/low_rank.hpp"
+#include "lola/io/adapter_view.hpp"
+#include "lola/io/encoded_adapter.hpp"
+
+namespace lola {
+
+/// The encoded copy of `in` with module i replaced by edit(i, e, out): e = s·B·A, module i of `in`
+/// as a low-rank expression of S (its stored factors read as S, its scale), and out the module's
+/// encoded_module, whose set_factors the edit calls. An error from module i is rethrown prefixed
+/// with `module "<name>": `; of several, the first in module order.
+template <class S = double, class Edit>
+io::encoded_adapter edit_modules(const io::adapter_view& in, Edit&& edit, const module_pass& pass = {}) {
+  io::encoded_adapter out = io::encoded_adapter::copy_of(in);
+  const std::size_t n = in.modules.size();
+  parallel_for(pass.ex, static_cast<index>(n), [&](index i) {
+    const io::module_view& m = in.modules[static_cast<std::size_t>(i)];
+    try {
+      m.visit([&](const auto& B, const auto& A) {
+        using detail::as_compute;
+        edit(static_cast<std::size_t>(i), factor(as_compute<S>(B), as_compute<S>(A), static_cast<S>(m.scale)),
+             out.modules[static_cast<std::size_t>(i)]);
+      });
+    } catch (const error& e) {
+      throw error(e.code(), "module \"" + m.name + "\": " + e.message());
+    }
+    if (pass.module_done) pass.module_done(n);
+  });
+  return out;
+}
+
+}  // namespace lola
