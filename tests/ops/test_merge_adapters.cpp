@@ -58,7 +58,7 @@ struct three_adapters {
                                                           {2, 2}, Eigen::MatrixXd::Ones(2, 2)));
   }
   std::vector<const adapter*> all() const { return {&a, &b, &c}; }
-  /// Σ wᵢ·sᵢ·BᵢAᵢ over the adapters holding `name`, with the bound Σ |wᵢsᵢ|·‖Bᵢ‖‖Aᵢ‖ on its terms.
+  /// Σ wᵢ·sᵢ·BᵢAᵢ over the adapters holding `name`, and Σ |wᵢsᵢ|·‖Bᵢ‖‖Aᵢ‖, the bound on its terms.
   matrix_d exact(const std::string& name, double* norm_sum = nullptr) const {
     matrix_d sum = matrix_d::Zero(d, k);
     double bound = 0;

@@ -72,7 +72,9 @@ adapter_merge<S> merge_adapters(const std::vector<const io::adapter<S>*>& adapte
   for (std::size_t i = 0; i < n; ++i)
     if (adapters[i] == nullptr)
       throw error(error_code::invalid_argument, "merge_adapters: adapter " + std::to_string(i) + " is null");
-  auto label = [&](std::size_t i) { return options.labels.empty() ? "adapter " + std::to_string(i) : options.labels[i]; };
+  auto label = [&](std::size_t i) {
+    return options.labels.empty() ? "adapter " + std::to_string(i) : options.labels[i];
+  };
   const io::adapter<S>& first = *adapters[0];
   for (std::size_t i = 1; i < n; ++i)
     if (adapters[i]->format != first.format)

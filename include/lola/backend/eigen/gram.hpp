@@ -202,17 +202,27 @@ inline bool register_rows_rank(index n) {
 #endif
 }
 
+/// f(std::integral_constant<int, n>{}) when n is a register_rows_rank, and true; false, f not
+/// called, for the other ranks. The one switch from a run-time rank to the register kernels'
+/// compile-time one (Gram here, thin product in thin_product.hpp).
+template <class F>
+bool with_register_rank(index n, F&& f) {
+  if (!register_rows_rank(n)) return false;
+  switch (n) {
+    case 4: f(std::integral_constant<int, 4>{}); return true;
+    case 8: f(std::integral_constant<int, 8>{}); return true;
+    case 16: f(std::integral_constant<int, 16>{}); return true;
+    case 32: f(std::integral_constant<int, 32>{}); return true;
+    default: return false;
+  }
+}
+
 /// cross_rows_fixed for the register_rows_rank ranks; false for the others.
 template <class S>
 bool cross_rows(const S* x, index x_stride, const S* y, index y_stride, index m, index n, dense_matrix<S>& g) {
-  if (!register_rows_rank(n)) return false;
-  switch (n) {
-    case 4: cross_rows_fixed<4>(x, x_stride, y, y_stride, m, g); return true;
-    case 8: cross_rows_fixed<8>(x, x_stride, y, y_stride, m, g); return true;
-    case 16: cross_rows_fixed<16>(x, x_stride, y, y_stride, m, g); return true;
-    case 32: cross_rows_fixed<32>(x, x_stride, y, y_stride, m, g); return true;
-    default: return false;
-  }
+  return with_register_rank(n, [&](auto rank) {
+    cross_rows_fixed<decltype(rank)::value>(x, x_stride, y, y_stride, m, g);
+  });
 }
 
 /// Whether x and y are the same matrix (then XᵀY is a Gram: symmetric, half the work).

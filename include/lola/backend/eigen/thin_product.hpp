@@ -124,14 +124,9 @@ void thin_product_rows_fixed(const S* x, index m, index stride, const dense_matr
 template <class S>
 bool thin_product_rows(const S* x, index m, index n, index stride, const dense_matrix<S>& c, S* out,
                        index out_stride) {
-  if (c.cols() != n || !register_rows_rank(n)) return false;
-  switch (n) {
-    case 4: thin_product_rows_fixed<4>(x, m, stride, c, out, out_stride); return true;
-    case 8: thin_product_rows_fixed<8>(x, m, stride, c, out, out_stride); return true;
-    case 16: thin_product_rows_fixed<16>(x, m, stride, c, out, out_stride); return true;
-    case 32: thin_product_rows_fixed<32>(x, m, stride, c, out, out_stride); return true;
-    default: return false;
-  }
+  return c.cols() == n && with_register_rank(n, [&](auto rank) {
+           thin_product_rows_fixed<decltype(rank)::value>(x, m, stride, c, out, out_stride);
+         });
 }
 
 /// out = X·C for X in any layout and stored type (factor_ref), out entry (t, j) at
