@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <string>
 
+#include "lola/backend/eigen/matrix.hpp"
 #include "lola/core/error.hpp"
 #include "lola/core/parallel.hpp"
 #include "lola/expr/low_rank.hpp"
