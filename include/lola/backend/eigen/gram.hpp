@@ -17,7 +17,9 @@
 ///   either with contiguous rows (a row-major B, as files store it), any rank, any stored type
 ///       the blocked kernels: blocks of rows widened (or copied) into an L1 scratch, then
 ///       register tiles of row outer products (or of column dot products when X's columns are
-///       contiguous and Y's rows are).
+///       contiguous and Y's rows are); except when both have contiguous rows at a
+///       register_rows_rank (4 and 8; 16 and 32 under AVX2), where rows_fixed_into keeps the n×n
+///       sum in registers (a stored factor widened whole first).
 ///   otherwise (expressions without direct access) Eigen's product.
 /// Every tiled kernel is compiled for SSE2 and, on x86-64, for AVX2 with FMA, chosen at run time
 /// (simd.hpp). On the reference VM, the Gram of a 4096×16 BF16 B in double takes about 50 µs,

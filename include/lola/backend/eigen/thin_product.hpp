@@ -13,7 +13,8 @@
 ///       X stored narrower than S is widened whole first (widened.hpp).
 ///   X with contiguous rows, or out row-major, X in any stored type (a file's BF16, F16 or float
 ///       factors, or S): blocks of rows of X widened into an L1 scratch, multiplied there by the
-///       first kernel, and copied out in out's layout.
+///       first kernel, and copied out in out's layout; except rows → rows at a register_rows_rank
+///       with c = n (gram.hpp), where thin_product_rows_fixed maps each row through Cᵀ in registers.
 ///   otherwise (expressions without direct access) Eigen's product.
 /// Each entry is one dot product of length n, so the rounding error is γ_n·|X|·|C| entry-wise.
 
