@@ -6,9 +6,12 @@
 #include <doctest/doctest.h>
 
 #include <random>
+#include <string>
 #include <vector>
 
 #include "lola/lola.hpp"
+#include "support/adapter_module.hpp"
+#include "support/probe_adapter.hpp"
 #include "support/probe_backend.hpp"
 #include "support/test_support.hpp"
 
@@ -61,6 +64,53 @@ std::vector<module_pair<T>> routes(std::mt19937_64& rng) {
   out.emplace_back(matrix<T>(gaussian<T>(d, r, rng) * huge), gaussian<T>(r, k, rng), T(1));
   // Wide factors, m < n on both sides (r above d and k).
   out.emplace_back(gaussian<T>(4, r, rng), gaussian<T>(r, 5, rng), T(3));
+  return out;
+}
+
+/// N adapters of three modules, named out of key order, shapes (d, k, r) differing between
+/// modules; ranks agree across adapters (raw, align and canonical need that).
+template <class T>
+std::vector<lola::io::adapter<T>> adapter_batch(int N, std::mt19937_64& rng) {
+  const struct {
+    const char* name;
+    int d, k, r;
+  } shapes[] = {{"layers.1.v_proj", 12, 9, 3}, {"layers.0.q_proj", 10, 14, 4}, {"layers.0.k_proj", 7, 7, 2}};
+  std::vector<lola::io::adapter<T>> out(static_cast<std::size_t>(N));
+  for (auto& a : out)
+    for (const auto& s : shapes)
+      a.modules.push_back(lola_test::make_module<T>(s.name, gaussian<T>(s.d, s.r, rng), gaussian<T>(s.r, s.k, rng),
+                                                    0.25 + 0.5 * double(rng() % 4)));
+  return out;
+}
+
+/// featurize(align) computed on the host module by module against a column-major copy of the
+/// template: the layout the probe's upload gives it (the host kernels pick their path, and so their
+/// rounding, by layout; featurize on the host reads the row-major template itself).
+template <class T>
+lola::feature_matrix<T> aligned_with_column_major_template(const std::vector<lola::io::adapter<T>>& adapters,
+                                                           const lola::io::adapter<T>& templ,
+                                                           const lola::featurize_options<T>& options) {
+  const auto blocks = lola::feature_layout(adapters[0], options);
+  lola::feature_matrix<T> out(lola::index(adapters.size()), blocks.back().offset + blocks.back().size);
+  for (std::size_t i = 0; i < adapters.size(); ++i)
+    for (const auto& b : blocks) {
+      const auto& m = *adapters[i].find(b.name);
+      const auto& t = *templ.find(b.name);
+      const matrix<T> tB = t.B, tA = t.A;
+      const T s = options.fold_scale ? T(m.scale) : T(1);
+      const auto aligned = lola::o_align(lola::factor(m.B, m.A, s), lola::factor(tB, tA)).aligned;
+      using map = Eigen::Map<lola::feature_matrix<T>>;
+      T* dst = out.row(lola::index(i)).data() + b.offset;
+      map(dst, b.rows, b.rank) = aligned.scale() * aligned.B();
+      map(dst + b.rows * b.rank, b.cols, b.rank) = T(1) * aligned.A().transpose();
+    }
+  return out;
+}
+
+template <class A>
+std::vector<const A*> pointers(const std::vector<A>& adapters) {
+  std::vector<const A*> out;
+  for (const auto& a : adapters) out.push_back(&a);
   return out;
 }
 
@@ -178,6 +228,73 @@ TEST_SUITE("backend.seam") {
                                 lola::combine(host_modules, weights, type, rank)));
       }
     }
+  }
+
+  TEST_CASE_TEMPLATE("featurize equals the host backend's for every kind, writing through transfers", T, float,
+                     double) {
+    std::mt19937_64 rng(1307);
+    const auto host = adapter_batch<T>(4, rng);
+    std::vector<probe::adapter<T>> on_probe;
+    for (const auto& a : host) on_probe.push_back(probe::copy_of(a));
+    const auto templ = adapter_batch<T>(1, rng);
+    for (auto kind : {lola::feature_kind::raw, lola::feature_kind::svd, lola::feature_kind::dense,
+                      lola::feature_kind::align, lola::feature_kind::canonical})
+      for (bool fold : {false, true}) {
+        const std::string kind_name = lola::to_string(kind);
+        CAPTURE(kind_name);
+        CAPTURE(fold);
+        lola::featurize_options<T> options;
+        options.kind = kind;
+        options.fold_scale = fold;
+        options.templ = &templ[0];
+        auto expected = lola::featurize(pointers(host), options);
+        if (kind == lola::feature_kind::align)
+          expected = aligned_with_column_major_template(host, templ[0], options);
+        probe::reset();
+        const auto got = lola::featurize(pointers(on_probe), options);
+        CHECK(identical(got, expected));
+        // 4 adapters × 3 modules: dense is one GEMM each; raw, align and canonical write U and V
+        // by two downloads each, align after uploading the template's 3 × 2 factors once.
+        const long items = 4 * 3;
+        CHECK(probe::counts.product == (kind == lola::feature_kind::dense ? items : 0));
+        switch (kind) {
+          case lola::feature_kind::raw:
+          case lola::feature_kind::canonical: CHECK(probe::counts.transfer == 2 * items); break;
+          case lola::feature_kind::align: CHECK(probe::counts.transfer == 2 * items + 2 * 3); break;
+          default: CHECK(probe::counts.transfer == 0);
+        }
+      }
+  }
+
+  TEST_CASE_TEMPLATE("GL-net forward and apply_factors equal the host backend's", T, float, double) {
+    std::mt19937_64 rng(1308);
+    const auto host = adapter_batch<T>(5, rng);
+    std::vector<probe::adapter<T>> on_probe;
+    for (const auto& a : host) on_probe.push_back(probe::copy_of(a));
+    // The network's module j takes the j-th module in key order: k_proj, q_proj, v_proj.
+    for (auto pool : {lola::nn::pooling::flatten, lola::nn::pooling::mean}) {
+      const auto net = lola::nn::gl_net<T>::random({7, 10, 12}, {7, 14, 9}, 3, 2, 4, 2, pool, rng);
+      lola::nn::gl_net_options options;
+      options.fold_scale = true;
+      options.dropout = 0.25;
+      options.block = 2;  // three blocks: 2 + 2 + 1 adapters
+      const auto expected = net.forward(pointers(host), options);
+      probe::reset();
+      const auto got = net.forward(pointers(on_probe), options);
+      CHECK(identical(got, expected));
+      // The first layer: Φ_j·U and Ψ_j·V per block and module, the weights uploaded for each; the
+      // factors gathered into the block's U and V without leaving the probe.
+      CHECK(probe::counts.product == 3 * 3 * 2);
+      CHECK(probe::counts.transfer == 3 * 3 * 2);
+      CHECK(probe::counts.update == 5 * 3 * 2);
+    }
+    const auto layer = lola::nn::equivariant_linear<T>::random({12, 10}, {9, 14}, 4, rng);
+    const auto& m = host[0].modules[1];  // q_proj, 10×14: the layer's module 1
+    const auto& p = on_probe[0].modules[1];
+    const auto a = layer.apply_factors(1, m.B, m.A, T(0.5));
+    const auto b = p.visit([&](const auto& B, const auto& A) { return layer.apply_factors(1, B, A, T(0.5)); });
+    CHECK(identical(b.U, a.U));
+    CHECK(identical(b.V, a.V));
   }
 
   TEST_CASE("the bit-for-bit comparison tells a one-ulp change apart") {

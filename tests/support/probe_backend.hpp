@@ -12,6 +12,7 @@
 /// (col_stride 1).
 
 #include <algorithm>
+#include <atomic>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -28,13 +29,22 @@ using lola::index;
 /// The storage tag of the probe backend.
 struct storage {};
 
-/// Calls per primitive since the last reset().
+/// Calls per primitive since the last reset() (atomic: algorithms call them from many threads).
 struct call_counts {
-  long gram = 0, cross_gram = 0, thin_product = 0, qr = 0, apply_q = 0, reduction = 0, update = 0;
-  long total() const { return gram + cross_gram + thin_product + qr + apply_q + reduction + update; }
+  std::atomic<long> gram{0}, cross_gram{0}, thin_product{0}, product{0}, qr{0}, apply_q{0}, reduction{0}, update{0};
+  /// assign_scaled between the probe and the host: downloads and uploads.
+  std::atomic<long> transfer{0};
+
+  long total() const {
+    return gram + cross_gram + thin_product + product + qr + apply_q + reduction + update + transfer;
+  }
+  void reset() {
+    for (auto* c : {&gram, &cross_gram, &thin_product, &product, &qr, &apply_q, &reduction, &update, &transfer})
+      c->store(0);
+  }
 };
 inline call_counts counts;
-inline void reset() { counts = call_counts{}; }
+inline void reset() { counts.reset(); }
 
 template <class S>
 class view {
@@ -169,6 +179,16 @@ void thin_product_into(const X& x, const Eigen::MatrixBase<C>& c, Out&& out) {
   });
 }
 
+/// out (host) = X·Y for probe views X and Y.
+template <class S, class X, class Y, class Out, class = if_probe_t<X>, class = if_probe_t<Y>>
+void product_into(const X& x, const Y& y, Out&& out) {
+  static_assert(lola::is_eigen_dense_v<std::remove_reference_t<Out>>, "product_into writes a host matrix");
+  ++counts.product;
+  as_view(x).visit([&](auto xm) {
+    as_view(y).visit([&](auto ym) { lola::detail::product_into<S>(xm, ym, out); });
+  });
+}
+
 template <class X, class = if_probe_t<X>>
 auto max_abs(const X& x) {
   ++counts.reduction;
@@ -218,6 +238,18 @@ void assign_scaled(Out&& out, C c, const X& x) {
   as_view(out).visit([&](auto om) {
     as_view(x).visit([&](auto xm) { lola::detail::assign_scaled(om, c, xm); });
   });
+}
+/// The transfers: a download into a host matrix, an upload from one (the Eigen side's
+/// constraint in the return type, so that the signatures differ from the probe-to-probe one).
+template <class Out, class C, class X, class = if_probe_t<X>>
+std::enable_if_t<lola::is_eigen_dense_v<Out>> assign_scaled(Out&& out, C c, const X& x) {
+  ++counts.transfer;
+  as_view(x).visit([&](auto xm) { lola::detail::assign_scaled(out, c, xm); });
+}
+template <class Out, class C, class X, class = if_probe_t<Out>>
+std::enable_if_t<lola::is_eigen_dense_v<X>> assign_scaled(Out&& out, C c, const X& x) {
+  ++counts.transfer;
+  as_view(out).visit([&](auto om) { lola::detail::assign_scaled(om, c, x); });
 }
 template <class Out, class C, class X, class = if_probe_t<Out>, class = if_probe_t<X>>
 void add_scaled(Out&& out, C c, const X& x) {

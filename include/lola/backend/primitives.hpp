@@ -21,6 +21,10 @@
 ///     gram_into<S>(X, G)             G = XᵀX (host n×n), exactly symmetric      m·n²
 ///     cross_gram_into<S>(X, Y, G)    G = XᵀY (host p×q)                         m·p·q
 ///     thin_product_into<S>(X, C, Out) Out = X·C for a host n×c matrix C          m·n·c
+///     product_into<S>(X, Y, Out)     Out = X·Y (host p×q) for X p×m, Y m×q:     p·m·q
+///                                    the GEMM of the nn layers (a host weight
+///                                    moved into the storage by in_storage) and
+///                                    of dense features
 ///     householder_qr<Storage, S>     X = Q·R: compute(X), R() (host p×n),       m·n²
 ///                                    apply_q_into(P, Out): Out = Q·[P; 0],
 ///                                    apply_q_transposed_into(P, Out): Out = (Q·[P; 0])ᵀ
@@ -32,14 +36,41 @@
 ///   Updates
 ///     scaled_by_power_of_two<S>(X, e) a new matrix of 2ᵉ·X, exact wherever the result is normal
 ///     assign_scaled(Out, c, X)       Out = c·X (converting X's scalar)          m·n
+///                                    Out and X of one storage, or one of them a
+///                                    host Eigen object: the transfer between a
+///                                    backend and the host (a download into a
+///                                    host table, an upload of host weights)
 ///     add_scaled(Out, c, X)          Out += c·X                                 m·n
 ///     scale_columns(Out, w)          column j of Out times w(j)                 m·n
 ///     set_zero(Out)                                                             m·n
 ///   Conversion
 ///     as_compute<S>(X)               X read in the compute scalar S (a lazy conversion on the host)
+///     in_storage<Storage>(W)         a host matrix W where Storage's factors live: W itself on
+///                                    the host, an uploaded copy elsewhere (defined below)
+
+#include <type_traits>
+
+#include <Eigen/Core>
+
+#include "lola/expr/expr_base.hpp"
 
 namespace lola {
 namespace detail {
+
+/// The host matrix w where the factors of Storage live: w itself for host_storage (no copy), else
+/// an owning factor_matrix_t<Storage, S> that assign_scaled filled (one upload of rows·cols
+/// values). The weights of a layer, a template adapter: host data an algorithm combines with
+/// factors of another backend.
+template <class Storage, class W>
+decltype(auto) in_storage(const Eigen::MatrixBase<W>& w) {
+  if constexpr (std::is_same_v<Storage, host_storage>) {
+    return (w.derived());
+  } else {
+    factor_matrix_t<Storage, typename W::Scalar> out(w.rows(), w.cols());
+    assign_scaled(out, typename W::Scalar(1), w.derived());  // found by argument-dependent lookup
+    return out;
+  }
+}
 
 /// Householder QR of a tall factor and the application of its Q, specialized per backend (see the
 /// file comment).

@@ -52,6 +52,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -59,6 +60,7 @@
 
 #include <Eigen/Core>
 
+#include "lola/backend/eigen/primitives.hpp"
 #include "lola/canon/canonical_form.hpp"
 #include "lola/canon/o_align.hpp"
 #include "lola/core/error.hpp"
@@ -171,17 +173,15 @@ feature_block make_block(const Module& m, const featurize_options<S>& options, i
   return b;
 }
 
-/// (U, V) = (s·B, Aᵀ) written row-major at dst: d·r values, then k·r.
+/// (U, V) = (s·B, Aᵀ) written row-major at dst: d·r values, then k·r (assign_scaled: a copy on
+/// the host, a download from another backend).
 template <class S, class MB, class MA>
 void write_factor_block(S* dst, S s, const MB& B, const MA& A) {
+  using detail::assign_scaled;
   using map = Eigen::Map<feature_matrix<S>>;
   const index d = B.rows(), r = B.cols(), k = A.cols();
-  map U(dst, d, r);
-  if (s == S(1))
-    U = B;
-  else
-    U = s * B;
-  map(dst + d * r, k, r) = A.transpose();
+  assign_scaled(map(dst, d, r), s, B);
+  assign_scaled(map(dst + d * r, k, r), S(1), A.transpose());
 }
 
 }  // namespace detail
@@ -325,6 +325,20 @@ void featurize_rows(const feature_table_layout<S, Adapter>& layout, const std::v
                       " in the template");
   }
 
+  // The template's factors where the adapters' factors live: borrowed on the host, else uploaded
+  // once per block (detail::in_storage).
+  using storage = io::module_storage_t<module_type>;
+  std::vector<std::pair<factor_matrix_t<storage, S>, factor_matrix_t<storage, S>>> uploaded;
+  if constexpr (!std::is_same_v<storage, host_storage>)
+    for (const auto* t : templ)
+      uploaded.emplace_back(detail::in_storage<storage>(t->B), detail::in_storage<storage>(t->A));
+  const auto template_factors = [&](std::size_t j) {
+    if constexpr (std::is_same_v<storage, host_storage>)
+      return factor(templ[j]->B, templ[j]->A);
+    else
+      return factor(uploaded[j].first, uploaded[j].second);
+  };
+
   // modules[i·L + j]: adapter i's module of block j.
   std::vector<const module_type*> modules(static_cast<std::size_t>(N * L), nullptr);
   parallel_for(N, [&](index i) {
@@ -368,7 +382,7 @@ void featurize_rows(const feature_table_layout<S, Adapter>& layout, const std::v
     const S s = options.fold_scale ? static_cast<S>(m.scale) : S(1);
     try {
       m.visit([&](const auto& B_stored, const auto& A_stored) {
-        using detail::as_compute;
+        using detail::as_compute, detail::assign_scaled, detail::product_into;
         const auto& B = as_compute<S>(B_stored);
         const auto& A = as_compute<S>(A_stored);
         const auto delta = factor(B, A, s);
@@ -384,14 +398,15 @@ void featurize_rows(const feature_table_layout<S, Adapter>& layout, const std::v
             } else {
               // The GEMM over plain copies in S, s folded into B's, so that its rounding does not
               // depend on how the factors are stored (decoded, or as the file holds them).
-              const feature_matrix<S> scaled_B = s * B, plain_A = A;
-              W.noalias() = scaled_B * plain_A;
+              factor_matrix_t<storage, S> scaled_B(b.rows, m.rank()), plain_A(m.rank(), b.cols);
+              assign_scaled(scaled_B, s, B);
+              assign_scaled(plain_A, S(1), A);
+              product_into<S>(scaled_B, plain_A, W);
             }
             break;
           }
           case feature_kind::align: {
-            const auto& t = *templ[std::size_t(j)];
-            const auto aligned = o_align(delta, factor(t.B, t.A)).aligned;
+            const auto aligned = o_align(delta, template_factors(std::size_t(j))).aligned;
             write_factor_block(dst, aligned.scale(), aligned.B(), aligned.A());
             break;
           }

@@ -227,6 +227,20 @@ struct basic_adapter {
   }
 };
 
+namespace detail {
+struct factor_storage {
+  template <class MB, class MA>
+  storage_of_t<MB> operator()(const MB&, const MA&) const {
+    return {};
+  }
+};
+}  // namespace detail
+
+/// Where a module type's factors live (the storage tag of what its visit() hands over):
+/// host_storage for adapter_module and module_view.
+template <class Module>
+using module_storage_t = decltype(std::declval<const Module&>().visit(detail::factor_storage{}));
+
 /// An adapter with owning factors of S, decoded from the file: what lola edits and writes.
 template <class S = float>
 struct adapter : basic_adapter<adapter_module<S>> {};

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "lola/backend/eigen/primitives.hpp"
 #include "lola/nn/uv_pair.hpp"
 
 namespace lola::nn {
@@ -64,15 +65,17 @@ class equivariant_linear {
     return {phi(j) * x.U, psi(j) * x.V};
   }
 
-  /// (Φ_j·(s·B), Ψ_j·Aᵀ) for module j, from the factors as stored (B n×r, A r×m, any layout).
+  /// (Φ_j·(s·B), Ψ_j·Aᵀ) for module j, from the factors as stored (B n×r, A r×m, any layout,
+  /// any backend's storage: two product_into GEMMs, the weights moved there by in_storage).
   template <class BX, class AX>
-  uv_pair<S> apply_factors(index j, const Eigen::MatrixBase<BX>& B, const Eigen::MatrixBase<AX>& A,
-                           S s = S(1)) const {
+  uv_pair<S> apply_factors(index j, const BX& B, const AX& A, S s = S(1)) const {
+    using lola::detail::product_into;
+    using storage = storage_of_t<BX>;
     check(j, B.rows(), A.cols(), B.cols(), A.rows());
     uv_pair<S> out;
-    out.U.noalias() = phi(j) * B;
+    product_into<S>(lola::detail::in_storage<storage>(phi(j)), B, out.U);
     if (s != S(1)) out.U *= s;
-    out.V.noalias() = psi(j) * A.transpose();
+    product_into<S>(lola::detail::in_storage<storage>(psi(j)), A.transpose(), out.V);
     return out;
   }
 

@@ -25,6 +25,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "lola/backend/eigen/primitives.hpp"
 #include "lola/core/parallel.hpp"
 #include "lola/io/adapter.hpp"
 #include "lola/nn/dropout.hpp"
@@ -124,16 +125,14 @@ class gl_net {
     auto module = [&](index i, index j) -> const typename Adapter::module_type& {
       return batch[static_cast<std::size_t>(i)]->modules[orders[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)]];
     };
-    matrix<S> y = run(
+    matrix<S> y = run<io::module_storage_t<typename Adapter::module_type>>(
         static_cast<index>(batch.size()), options, [&](index i, index j) { return module(i, j).rank(); },
-        [&](index i, index j, Eigen::Ref<matrix<S>> U, Eigen::Ref<matrix<S>> V) {
+        [&](index i, index j, auto&& U, auto&& V) {
           const auto& m = module(i, j);
           m.visit([&](const auto& B, const auto& A) {
-            if (options.fold_scale)
-              U = static_cast<S>(m.scale) * B.template cast<S>();
-            else
-              U = B.template cast<S>();
-            V = A.transpose().template cast<S>();  // A row-major r×k: the bytes of V = Aᵀ
+            using lola::detail::assign_scaled;
+            assign_scaled(U, options.fold_scale ? static_cast<S>(m.scale) : S(1), B);
+            assign_scaled(V, S(1), A.transpose());
           });
         });
     // Finite factors can still overflow the activations (entries near the type's limit): an
@@ -172,10 +171,10 @@ class gl_net {
                           shape_string(x.U) + " and V is " + shape_string(x.V) + " but the network takes " +
                           std::to_string(n) + " and " + std::to_string(m) + " rows of one rank");
       }
-    return run(
+    return run<host_storage>(
         static_cast<index>(batch.size()), options,
         [&](index i, index j) { return batch[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)].rank(); },
-        [&](index i, index j, Eigen::Ref<matrix<S>> U, Eigen::Ref<matrix<S>> V) {
+        [&](index i, index j, auto&& U, auto&& V) {
           const auto& x = batch[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)];
           U = x.U;
           V = x.V;
@@ -241,14 +240,15 @@ class gl_net {
     }
   }
 
-  /// The pipeline over N inputs: rank(i, j) is r of input i's module j, and gather(i, j, U, V)
-  /// writes its U (n_j×r) and V (m_j×r) into the column blocks given. Per block of adapters and per
-  /// module j (modules in parallel): the block's U's side by side as one n_j×Σr matrix, so every
-  /// layer is one GEMM per module for the whole block (each weight read once per block); the gate
-  /// and the pooling per adapter on its column block; then module j's share of linear1,
-  /// P_j·W₁[:, cols of j]ᵀ. The shares are summed in module order, so results do not depend on the
-  /// thread count.
-  template <class Rank, class Gather>
+  /// The pipeline over N inputs whose factors live in Storage: rank(i, j) is r of input i's module
+  /// j, and gather(i, j, U, V) writes its U (n_j×r) and V (m_j×r) into the column blocks given.
+  /// Per block of adapters and per module j (modules in parallel): the block's U's side by side as
+  /// one n_j×Σr factor matrix of Storage, so the first layer is one GEMM per module for the whole
+  /// block (product_into, Φ_j and Ψ_j moved into Storage by in_storage; each weight read once per
+  /// block), after which everything is h×Σr and on the host; the gate and the pooling per adapter
+  /// on its column block; then module j's share of linear1, P_j·W₁[:, cols of j]ᵀ. The shares are
+  /// summed in module order, so results do not depend on the thread count.
+  template <class Storage, class Rank, class Gather>
   matrix<S> run(index N, const gl_net_options& options, Rank&& rank, Gather&& gather) const {
     validate();
     const S keep = static_cast<S>(dropout_inference_scale(options.dropout));
@@ -262,17 +262,18 @@ class gl_net {
         std::vector<index> offset(static_cast<std::size_t>(count) + 1, 0);
         for (index i = 0; i < count; ++i)
           offset[static_cast<std::size_t>(i) + 1] = offset[static_cast<std::size_t>(i)] + rank(start + i, j);
-        auto columns = [&](matrix<S>& M, index i) {
+        auto columns = [&](auto& M, index i) {
           return M.middleCols(offset[static_cast<std::size_t>(i)],
                               offset[static_cast<std::size_t>(i) + 1] - offset[static_cast<std::size_t>(i)]);
         };
         matrix<S> U, V;
         {
+          using lola::detail::product_into;
           const auto [n, m] = module_shape(j);
-          matrix<S> U_in(n, offset.back()), V_in(m, offset.back());
+          factor_matrix_t<Storage, S> U_in(n, offset.back()), V_in(m, offset.back());
           for (index i = 0; i < count; ++i) gather(start + i, j, columns(U_in, i), columns(V_in, i));
-          U.noalias() = first.phi(j) * U_in;
-          V.noalias() = first.psi(j) * V_in;
+          product_into<S>(lola::detail::in_storage<Storage>(first.phi(j)), U_in, U);
+          product_into<S>(lola::detail::in_storage<Storage>(first.psi(j)), V_in, V);
         }
         for (const auto& layer : hidden) hidden_step(layer, j, offset, keep, U, V);
         row_matrix<S> pooled(count, per_module);

@@ -95,6 +95,13 @@ dense_matrix<S> scaled_by_power_of_two(const X& x, int e) {
   return as_compute<S>(x).unaryExpr([e](S v) { return static_cast<S>(std::ldexp(v, e)); });
 }
 
+/// out = X·Y in S: Eigen's GEMM, cache-blocked and vectorised, over X and Y read in S (a stored
+/// F16/BF16 factor converted as the GEMM packs it). out is a host matrix, block or map.
+template <class S, class X, class Y, class Out, class = if_eigen_t<X>, class = if_eigen_t<Y>>
+void product_into(const X& x, const Y& y, Out&& out) {
+  out.noalias() = as_compute<S>(x) * as_compute<S>(y);
+}
+
 /// out = c·X, X converted to out's scalar.
 template <class Out, class C, class X, class = if_eigen_t<Out>, class = if_eigen_t<X>>
 void assign_scaled(Out&& out, C c, const X& x) {
