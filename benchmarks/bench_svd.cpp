@@ -6,6 +6,11 @@
 //   svd_values/lola_thrust_omp/<adapter>_tN  the batched route a GPU takes (where Thrust is found):
 //       every module's two Grams (backend/eigen/gram.hpp), then one Thrust launch of the r×r kernel
 //       over all modules (backend/thrust/batched_spectra.hpp) on Thrust's OpenMP system
+//   svd_values/lola_adapter/<adapter>_tN   adapter_singular_values (features/adapter_spectra.hpp) of
+//       an io::adapter holding the same factors (row-major, as loaded): the Grams, then one batched
+//       r×r call per rank on the executor's threads
+//   svd_values/lola_adapter_one_by_one/<adapter>_tN   the same adapter, singular_values module by
+//       module (what adapter_singular_values did before it batched)
 // against the obvious alternative
 //   svd_values/alt_dense_bdcsvd/<adapter>_tN   form the dense d×k ΔW, then Eigen::BDCSVD, values only
 // Bytes are those every variant must move: for svd_values the float B and A factors of all modules,
@@ -26,7 +31,9 @@
 
 #include <lola/canon/canonical_form.hpp>
 #include <lola/core/parallel.hpp>
+#include <lola/features/adapter_spectra.hpp>
 #include <lola/features/spectrum.hpp>
+#include <lola/io/adapter.hpp>
 #include <lola/lola.hpp>
 
 #include "bench_support.hpp"
@@ -140,6 +147,41 @@ void lola_canonical(benchmark::State& state, adapter_spec spec, int threads) {
   });
 }
 
+/// The adapter of `spec` as a loader returns it: row-major factors, the scale 2.
+const lola::io::adapter<float>& build_io(const adapter_spec& spec) {
+  return lola_bench::built_once<lola::io::adapter<float>>(spec.name, [&](lola::io::adapter<float>& out) {
+    const adapter& a = build(spec);
+    for (std::size_t i = 0; i < a.B.size(); ++i) {
+      lola::io::adapter_module<float> m;
+      m.name = "module" + std::to_string(i);
+      m.B = a.B[i];
+      m.A = a.A[i];
+      m.scale = 2.0;
+      out.modules.push_back(std::move(m));
+    }
+  });
+}
+
+void lola_adapter_values(benchmark::State& state, adapter_spec spec, int threads, bool batched) {
+  const adapter& a = build(spec);
+  const lola::io::adapter<float>& io = build_io(spec);
+  std::vector<Eigen::VectorXf> sigma(io.modules.size());
+  const double floor = lola_bench::read_floor_seconds(a.buffers);
+  lola_bench::set_threads(threads);
+  lola_bench::run_against_floor(state, a.bytes, floor, [&] {
+    if (batched) {
+      sigma = lola::adapter_singular_values<float>(io, lola::executor{threads});
+    } else {
+      lola::parallel_for(lola::executor{threads}, lola::index(io.modules.size()), [&](lola::index i) {
+        const auto& m = io.modules[std::size_t(i)];
+        sigma[std::size_t(i)] = lola::singular_values(lola::factor(m.B, m.A, float(m.scale)), m.rank());
+      });
+    }
+    benchmark::DoNotOptimize(sigma.data());
+    benchmark::ClobberMemory();
+  });
+}
+
 #if defined(LOLA_BENCH_THRUST)
 /// The batched route: Grams per module into two contiguous r×r stacks, then one launch of the
 /// per-module r×r kernel. The standard adapters have one rank per adapter.
@@ -206,6 +248,12 @@ const bool registered = [] {
   };
   each([](const adapter_spec& spec, int threads, const std::string& shape) {
     benchmark::RegisterBenchmark(("svd_values/lola/" + shape).c_str(), lola_values, spec, threads)
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(("svd_values/lola_adapter/" + shape).c_str(), lola_adapter_values, spec,
+                                 threads, true)
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(("svd_values/lola_adapter_one_by_one/" + shape).c_str(), lola_adapter_values,
+                                 spec, threads, false)
         ->Unit(benchmark::kMillisecond);
 #if defined(LOLA_BENCH_THRUST)
     benchmark::RegisterBenchmark(("svd_values/lola_thrust_omp/" + shape).c_str(), thrust_omp_values,

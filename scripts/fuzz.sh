@@ -30,11 +30,20 @@ rm -f "$out/probe" "$out/probe.cpp"
 
 targets=(fuzz_safetensors fuzz_adapter fuzz_json fuzz_gl_net fuzz_peft_config fuzz_cli)
 
+# Compiled and linked apart, so that the compiler cache (when there is one: scripts/test.sh sets it
+# up) serves an unchanged target; it caches compilations, not links.
+compile=(clang++)
+if command -v ccache >/dev/null; then compile=(ccache clang++); fi
+build_target() {
+  "${compile[@]}" "${flags[@]}" -c "tests/fuzz/$1.cpp" -o "$out/$1.o"
+  clang++ -fsanitize=fuzzer,address,undefined "$out/$1.o" -o "$out/$1" -lre2
+}
+
 echo "== building ${targets[*]} and make_seeds"
 start=$SECONDS
 pids=()
 for target in "${targets[@]}"; do
-  clang++ "${flags[@]}" "tests/fuzz/$target.cpp" -o "$out/$target" -lre2 &
+  build_target "$target" &
   pids+=($!)
   # Two compilations at a time at most: each takes a few hundred MB and one core.
   if [ ${#pids[@]} -ge "$LOLA_JOBS" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi

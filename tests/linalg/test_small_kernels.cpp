@@ -4,11 +4,14 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <type_traits>
 #include <vector>
 
+#include <Eigen/Cholesky>
 #include <Eigen/Eigenvalues>
 #include <Eigen/SVD>
 
+#include "lola/backend/eigen/batched_spectra.hpp"
 #include "lola/backend/eigen/gram.hpp"
 #include "lola/core/random.hpp"
 #include "lola/linalg/jacobi_eigen.hpp"
@@ -21,6 +24,7 @@ using lola_test::gaussian;
 using lola_test::in_double;
 using lola_test::matrix;
 using lola_test::matrix_d;
+using lola_test::sigma_tolerance;
 
 namespace {
 // Backward error of jacobi_eigen: a sweep is n − 1 layers of disjoint rotations, each backward
@@ -71,17 +75,6 @@ template <class T>
 matrix<T> random_symmetric(int n, std::mt19937_64& rng) {
   const matrix<T> x = gaussian<T>(n, n, rng);
   return (x + x.transpose()) / T(2);
-}
-
-// σ of s·B·A through the Grams: the Grams (γ_d, γ_k relative to ‖B‖_F², ‖A‖_F²), the Jacobi
-// decomposition of G_A and of M (64·r·ε each, above), the two r×r products (γ_r each) put an
-// absolute error δμ ≤ 2·(d + k + 2r + 128·r)·ε·‖B‖_F²·‖A‖_F² on μ = σ²/s², and
-// |√μ̂ − √μ| ≤ min(√δμ, δμ/√μ).
-template <class T>
-double sigma_tolerance(int d, int k, int r, double s, double norm_b, double norm_a, double sigma) {
-  const double delta_mu = 2.0 * (d + k + 2 * r + 128 * r) * eps<T>() * norm_b * norm_b * norm_a * norm_a;
-  const double mu = sigma * sigma / (s * s);
-  return std::abs(s) * std::min(std::sqrt(delta_mu), mu > 0 ? delta_mu / std::sqrt(mu) : 1e300);
 }
 
 using lola::detail::gram_spectrum;
@@ -153,6 +146,81 @@ TEST_SUITE("linalg.small_kernels") {
         CHECK(std::abs(double(sigma[i]) - truth) <=
               sigma_tolerance<T>(d, k, r, double(s), in_double(B).norm(), in_double(A).norm(), truth));
         if (i > 0) CHECK(sigma[i - 1] >= sigma[i]);
+      }
+    }
+  }
+
+  TEST_CASE_TEMPLATE("spectrum_from_grams: Grams in range whose product M is not give σ scaled by the exact power "
+                     "of two; M formed unscaled loses it", T, float, double) {
+    std::mt19937_64 rng(29);
+    const int d = 120, k = 90, r = 5;
+    const T s = T(0.75);
+    const matrix<T> B = gaussian<T>(d, r, rng), A = gaussian<T>(r, k, rng);
+    const std::vector<T> sigma = sigma_from_factors(B, A, s);
+    // 2^e on each factor: the Grams (≈ 4^e·d, 4^e·k) stay within the range column_space accepts
+    // (linalg/thin_qr.hpp), M ≈ 16^e·d·k leaves it: below the smallest normal for e = −44 (float)
+    // and −300 (double), past the largest for 40 and 260.
+    const bool is_float = std::is_same_v<T, float>;
+    for (int e : {is_float ? -44 : -300, is_float ? 40 : 260}) {
+      CAPTURE(e);
+      const T p = std::ldexp(T(1), e);
+      const matrix<T> Bp = p * B, Ap = p * A;
+      const std::vector<T> scaled = sigma_from_factors(Bp, Ap, s);
+      for (int i = 0; i < r; ++i) CHECK(scaled[std::size_t(i)] == std::ldexp(sigma[std::size_t(i)], 2 * e));
+      // The deliberately wrong variant, the kernel before its normalisation: M = Lᵀ·G_B·L as it is.
+      matrix<T> gb, ga;
+      lola::detail::gram_into(Bp, gb);
+      lola::detail::gram_into(Ap.transpose(), ga);
+      const matrix<T> L = Eigen::LLT<matrix<T>>(ga).matrixL();
+      const matrix<T> M = L.transpose() * gb * L;
+      const Eigen::SelfAdjointEigenSolver<matrix<T>> unscaled(M, Eigen::EigenvaluesOnly);
+      const double largest = double(s) * std::sqrt(double(unscaled.eigenvalues()(r - 1)));
+      const double truth = std::ldexp(double(sigma[0]), 2 * e);
+      CHECK_FALSE(std::abs(largest - truth) <= 1e-3 * truth);
+    }
+  }
+
+  TEST_CASE_TEMPLATE("the host backend's batched stage and the device kernel: the same routes, σ to the same "
+                     "accuracy",
+                     T, float, double) {
+    // Modules of rank 8 on and off the Gram route; the host batch (Eigen's tridiagonal QR on M)
+    // against the kernel (Jacobi on M) and against σ of the dense product.
+    std::mt19937_64 rng(39);
+    const int n = 6, r = 8, d = 150, k = 110;
+    std::vector<matrix<T>> Bs, As;
+    std::vector<T> b_grams(n * r * r), a_grams(n * r * r), scales(n), sigma(n * r, T(-1)),
+        work(n * lola::detail::spectrum_workspace_size(r));
+    std::vector<int> status(n, -1);
+    for (int i = 0; i < n; ++i) {
+      matrix<T> B = gaussian<T>(d, r, rng);
+      if (i == 2) B.col(3) = B.col(1) + T(1e-3) * B.col(4);  // κ ≈ 1e3: the Householder route
+      if (i == 4) B.col(5).setZero();                           // rank-deficient, likewise
+      Bs.push_back(B);
+      As.push_back(gaussian<T>(r, k, rng));
+      scales[i] = T(i % 2 ? -1.5 : 0.5);
+      matrix<T> gb, ga;
+      lola::detail::gram_into(Bs.back(), gb);
+      lola::detail::gram_into(As.back().transpose(), ga);
+      std::copy(gb.data(), gb.data() + r * r, b_grams.begin() + i * r * r);
+      std::copy(ga.data(), ga.data() + r * r, a_grams.begin() + i * r * r);
+    }
+    lola::detail::spectra_from_grams(lola::executor{2}, n, r, b_grams.data(), a_grams.data(), scales.data(),
+                                     sigma.data(), work.data(), status.data());
+    for (int i = 0; i < n; ++i) {
+      CAPTURE(i);
+      gram_spectrum kernel_status = gram_spectrum::failed;
+      const std::vector<T> kernel = sigma_from_factors(Bs[i], As[i], scales[i], &kernel_status);
+      CHECK(status[i] == int(kernel_status));
+      CHECK(status[i] == int(i == 2 || i == 4 ? gram_spectrum::needs_householder : gram_spectrum::computed));
+      if (kernel_status != gram_spectrum::computed) continue;
+      const Eigen::BDCSVD<matrix_d> reference(double(scales[i]) * in_double(Bs[i]) * in_double(As[i]));
+      for (int j = 0; j < r; ++j) {
+        CAPTURE(j);
+        const double truth = reference.singularValues()(j);
+        const double tol = sigma_tolerance<T>(d, k, r, double(scales[i]), in_double(Bs[i]).norm(),
+                                              in_double(As[i]).norm(), truth);
+        CHECK(std::abs(double(sigma[i * r + j]) - truth) <= tol);
+        CHECK(std::abs(double(kernel[std::size_t(j)]) - truth) <= tol);
       }
     }
   }

@@ -45,6 +45,17 @@ double product_tolerance(double terms, double norm_product) {
   return 2.0 * (terms + 2.0) * eps<T>() * norm_product;
 }
 
+/// |σ̂ᵢ − σᵢ| for σ of s·B·A from the Grams (linalg/spectrum_from_grams.hpp): the Grams (γ_d, γ_k
+/// relative to ‖B‖_F², ‖A‖_F²), the Cholesky of G_A and the Jacobi decomposition of M (64·r·ε each,
+/// test_small_kernels.cpp), the two r×r products (γ_r each) put an absolute error
+/// δμ ≤ 2·(d + k + 2r + 128·r)·ε·‖B‖_F²·‖A‖_F² on μ = σ²/s², and |√μ̂ − √μ| ≤ min(√δμ, δμ/√μ).
+template <class T>
+double sigma_tolerance(int d, int k, int r, double s, double norm_b, double norm_a, double sigma) {
+  const double delta_mu = 2.0 * (d + k + 2 * r + 128 * r) * eps<T>() * norm_b * norm_b * norm_a * norm_a;
+  const double mu = sigma * sigma / (s * s);
+  return std::abs(s) * std::min(std::sqrt(delta_mu), mu > 0 ? delta_mu / std::sqrt(mu) : 1e300);
+}
+
 template <class T>
 using row_major = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 

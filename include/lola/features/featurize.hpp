@@ -47,6 +47,7 @@
 /// gives one), the module and both shapes. An empty list of adapters gives a 0×0 matrix: without a
 /// first adapter there is no layout.
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -66,6 +67,7 @@
 #include "lola/core/error.hpp"
 #include "lola/core/parallel.hpp"
 #include "lola/core/shape.hpp"
+#include "lola/features/adapter_spectra.hpp"
 #include "lola/features/spectrum.hpp"
 #include "lola/io/adapter.hpp"
 #include "lola/io/module_lookup.hpp"
@@ -374,6 +376,19 @@ void featurize_rows(const feature_table_layout<S, Adapter>& layout, const std::v
                         blocks[std::size_t(j)].name + "' of " + first_name);
   });
 
+  // An error from item i·L + j, naming the module, its shape and the adapter.
+  const auto module_error = [&](std::size_t item, const error& e) {
+    const module_type& m = *modules[item];
+    return error(e.code(), context + ": module '" + m.name + "' (" + module_shape(m.rows(), m.cols(), m.rank()) +
+                               ") of " + name_of(item / std::size_t(L)) + ": " + e.message());
+  };
+  // svd: σ of every item at once, batched by rank across the table (features/adapter_spectra.hpp).
+  std::vector<Eigen::Matrix<S, Eigen::Dynamic, 1>> spectra;
+  if (options.kind == feature_kind::svd)
+    spectra = detail::batched_singular_values<S>(
+        modules, [&](const module_type& m) { return options.fold_scale ? static_cast<S>(m.scale) : S(1); },
+        module_error, executor{});
+
   parallel_for(N * L, [&](index item) {
     const index i = item / L, j = item % L;
     const feature_block& b = blocks[std::size_t(j)];
@@ -388,9 +403,14 @@ void featurize_rows(const feature_table_layout<S, Adapter>& layout, const std::v
         const auto delta = factor(B, A, s);
         switch (options.kind) {
           case feature_kind::raw: write_factor_block(dst, s, B, A); break;
-          case feature_kind::svd:
-            Eigen::Map<Eigen::Matrix<S, Eigen::Dynamic, 1>>(dst, b.size) = singular_values(delta, b.size);
+          case feature_kind::svd: {
+            const auto& sigma = spectra[std::size_t(item)];  // σ₁ ≥ … ≥ σ_r: zero-padded or truncated
+            const index kept = std::min<index>(b.size, sigma.size());
+            Eigen::Map<Eigen::Matrix<S, Eigen::Dynamic, 1>> row(dst, b.size);
+            row.head(kept) = sigma.head(kept);
+            row.tail(b.size - kept).setZero();
             break;
+          }
           case feature_kind::dense: {
             Eigen::Map<feature_matrix<S>> W(dst, b.rows, b.cols);
             if (m.rank() == 0) {
@@ -418,9 +438,7 @@ void featurize_rows(const feature_table_layout<S, Adapter>& layout, const std::v
         }
       });
     } catch (const error& e) {
-      throw error(e.code(), context + ": module '" + m.name + "' (" +
-                                module_shape(m.rows(), m.cols(), m.rank()) + ") of " +
-                                name_of(std::size_t(i)) + ": " + e.message());
+      throw module_error(std::size_t(item), e);
     }
   });
 }

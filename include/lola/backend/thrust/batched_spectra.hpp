@@ -24,27 +24,6 @@
 #include "lola/linalg/spectrum_from_grams.hpp"
 
 namespace lola {
-namespace detail {
-
-/// Module i of a batch: σ of s_i·B_i·A_i into sigma + i·r, its gram_spectrum into status[i].
-template <class S>
-struct spectrum_from_grams_item {
-  const S* b_grams;
-  const S* a_grams;
-  const S* scales;
-  S* sigma;
-  S* work;
-  int* status;
-  int r;
-
-  LOLA_HOST_DEVICE void operator()(index i) const {
-    const index rr = index(r) * r;
-    status[i] = static_cast<int>(spectrum_from_grams(b_grams + i * rr, a_grams + i * rr, scales[i], r,
-                                                     sigma + i * r, work + i * spectrum_workspace_size(r)));
-  }
-};
-
-}  // namespace detail
 
 /// σ (descending, r per module) of n modules s_i·B_i·A_i of rank r, from b_grams (n r×r BᵀB),
 /// a_grams (n r×r A·Aᵀ) and scales (n). `work` holds n·detail::spectrum_workspace_size(r)
