@@ -41,8 +41,8 @@
 namespace lola {
 namespace detail {
 
-/// The modules of one rank r in one batched r×r call: member i's Grams at i·r² of b_grams and
-/// a_grams, its scale, its σ at i·r, its gram_spectrum.
+/// The modules of one rank r in one batched r×r call: member j's Grams at j·r² of b_grams and
+/// a_grams, its scale, its σ at j·r, its gram_spectrum.
 template <class S>
 struct rank_batch {
   std::vector<std::size_t> members;  ///< positions in the module list, ascending
@@ -69,63 +69,78 @@ std::vector<Eigen::Matrix<S, Eigen::Dynamic, 1>> batched_singular_values(const s
     }
   };
 
-  // 1. The Grams, and whether the Gram route may take the module (range and finiteness here; the
-  //    kernel checks the conditioning).
-  std::vector<dense_matrix<S>> b_grams(n), a_grams(n);
+  // Each module's batch, by rank, and its slot there, from the shapes alone; none for a module the
+  // Gram route cannot serve whatever its values (r = 0, d < r or k < r).
+  std::map<index, rank_batch<S>> batches;  // map nodes do not move: the pointers below stay valid
+  std::vector<rank_batch<S>*> batch_of(n, nullptr);
+  std::vector<index> slot(n, 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    const Module& m = *modules[i];
+    const index r = m.rank();
+    if (r == 0 || m.rows() < r || m.cols() < r) continue;
+    rank_batch<S>& batch = batches[r];
+    batch_of[i] = &batch;
+    slot[i] = static_cast<index>(batch.members.size());
+    batch.members.push_back(i);
+  }
+  for (auto& [r, batch] : batches) {
+    const auto count = batch.members.size();
+    batch.b_grams.resize(count * std::size_t(r * r));
+    batch.a_grams.resize(count * std::size_t(r * r));
+    batch.scales.resize(count);
+    batch.sigma.resize(count * std::size_t(r));
+    batch.work.resize(count * std::size_t(spectrum_workspace_size(int(r))));
+    batch.status.assign(count, 0);
+  }
+
+  // 1. The Grams, into their slots, and whether they are within the range the Gram route needs
+  //    (linalg/thin_qr.hpp); the r×r stage checks finiteness and conditioning.
   std::vector<char> gram_route(n, 0);
   parallel_for(ex, static_cast<index>(n), [&](index item) {
     const auto i = static_cast<std::size_t>(item);
+    rank_batch<S>* batch = batch_of[i];
+    if (batch == nullptr) return;
     const Module& m = *modules[i];
-    const index d = m.rows(), k = m.cols(), r = m.rank();
-    if (r == 0 || d < r || k < r || !std::isfinite(scale_of(m))) return;
+    const index r = m.rank(), rr = r * r, at = slot[i];
+    const S s = scale_of(m);
+    batch->scales[std::size_t(at)] = s;
+    if (!std::isfinite(s)) return;
+    S largest_b = 0, largest_a = 0;
     annotated(i, [&] {
       m.visit([&](const auto& B, const auto& A) {
-        gram_into(as_compute<S>(B), b_grams[i]);
-        gram_into(as_compute<S>(A).transpose(), a_grams[i]);
+        dense_matrix<S> g;
+        gram_into(as_compute<S>(B), g);
+        std::copy_n(g.data(), rr, batch->b_grams.data() + at * rr);
+        largest_b = g.diagonal().maxCoeff();
+        gram_into(as_compute<S>(A).transpose(), g);
+        std::copy_n(g.data(), rr, batch->a_grams.data() + at * rr);
+        largest_a = g.diagonal().maxCoeff();
       });
     });
-    gram_route[i] = squared_norms_in_range<S>(b_grams[i].diagonal().maxCoeff(), d, r) &&
-                    squared_norms_in_range<S>(a_grams[i].diagonal().maxCoeff(), k, r);
+    gram_route[i] = squared_norms_in_range<S>(largest_b, m.rows(), r) &&
+                    squared_norms_in_range<S>(largest_a, m.cols(), r);
   });
 
-  // 2. One batched r×r call per rank.
-  std::map<index, rank_batch<S>> batches;
-  for (std::size_t i = 0; i < n; ++i)
-    if (gram_route[i]) batches[modules[i]->rank()].members.push_back(i);
-  for (auto& [r, batch] : batches) {
-    const auto count = static_cast<index>(batch.members.size());
-    const index rr = r * r;
-    batch.b_grams.resize(std::size_t(count * rr));
-    batch.a_grams.resize(std::size_t(count * rr));
-    batch.scales.resize(std::size_t(count));
-    batch.sigma.resize(std::size_t(count * r));
-    batch.work.resize(std::size_t(count * spectrum_workspace_size(int(r))));
-    batch.status.assign(std::size_t(count), 0);
-    for (index b = 0; b < count; ++b) {
-      const std::size_t i = batch.members[std::size_t(b)];
-      std::copy_n(b_grams[i].data(), rr, batch.b_grams.data() + b * rr);
-      std::copy_n(a_grams[i].data(), rr, batch.a_grams.data() + b * rr);
-      batch.scales[std::size_t(b)] = scale_of(*modules[i]);
-    }
-    spectra_from_grams(ex, count, int(r), batch.b_grams.data(), batch.a_grams.data(), batch.scales.data(),
-                       batch.sigma.data(), batch.work.data(), batch.status.data());
-    for (index b = 0; b < count; ++b) {
-      const std::size_t i = batch.members[std::size_t(b)];
-      const vector values = Eigen::Map<const vector>(batch.sigma.data() + b * r, r);
-      if (batch.status[std::size_t(b)] == int(gram_spectrum::computed) && values.allFinite())
-        sigma[i] = values;
-      else
-        gram_route[i] = 0;
-    }
-  }
+  // 2. One batched r×r call per rank (a module whose Grams were out of range is computed too, and
+  //    its result ignored).
+  for (auto& [r, batch] : batches)
+    spectra_from_grams(ex, static_cast<index>(batch.members.size()), int(r), batch.b_grams.data(),
+                       batch.a_grams.data(), batch.scales.data(), batch.sigma.data(), batch.work.data(),
+                       batch.status.data());
 
-  // 3. The rest, one by one.
-  std::vector<std::size_t> rest;
-  for (std::size_t i = 0; i < n; ++i)
-    if (!gram_route[i]) rest.push_back(i);
-  parallel_for(ex, static_cast<index>(rest.size()), [&](index item) {
-    const std::size_t i = rest[std::size_t(item)];
+  // 3. σ from the batch where the Gram route served, else by low_rank_svd.
+  parallel_for(ex, static_cast<index>(n), [&](index item) {
+    const auto i = static_cast<std::size_t>(item);
     const Module& m = *modules[i];
+    if (gram_route[i]) {
+      const rank_batch<S>& batch = *batch_of[i];
+      const index r = m.rank(), at = slot[i];
+      const Eigen::Map<const vector> values(batch.sigma.data() + at * r, r);
+      if (batch.status[std::size_t(at)] == int(gram_spectrum::computed) && values.allFinite()) {
+        sigma[i] = values;
+        return;
+      }
+    }
     annotated(i, [&] {
       sigma[i] = m.visit([&](const auto& B, const auto& A) {
         return singular_values(factor(as_compute<S>(B), as_compute<S>(A), scale_of(m)), m.rank());
