@@ -300,6 +300,33 @@ TEST_SUITE("linalg.small_kernels") {
                                             sigma.data(), work.data()) == gram_spectrum::failed);
   }
 
+  TEST_CASE_TEMPLATE("column_space: Q applied to no columns is the empty product on both routes", T, float, double) {
+    // A ΔW whose numerical rank is 0 (a merge whose weights cancel) keeps no columns, so Q·P is
+    // asked for P with no columns; Eigen's reflector loop would form blocks at offsets into the
+    // empty target's null buffer, which the sanitizer build reports (found by fuzz_cli).
+    std::mt19937_64 rng(21);
+    const matrix<T> zero = matrix<T>::Zero(6, 3);  // singular Gram: the Householder route
+    const matrix<T> well = lola::random_orthogonal<T>(6, rng).leftCols(3);  // κ = 1: the Gram route
+    for (const matrix<T>* x : {&zero, &well}) {
+      lola::detail::column_space<T> space;
+      space.compute(*x);
+      CHECK(space.via_gram() == (x == &well));
+      const matrix<T> none(3, 0);
+      matrix<T> out(6, 0), out_t(0, 6);
+      space.basis_times_into(*x, none, out);
+      space.transposed_basis_times_into(*x, none, out_t);
+      CHECK(out.rows() == 6);
+      CHECK(out.cols() == 0);
+      CHECK(out_t.rows() == 0);
+      CHECK(out_t.cols() == 6);
+      // The same call with one column still applies Q: a product that skipped it would be told apart.
+      matrix<T> e1 = matrix<T>::Zero(3, 1), column(6, 1);
+      e1(0, 0) = 1;
+      space.basis_times_into(*x, e1, column);
+      CHECK(column.norm() == doctest::Approx(1).epsilon(1e-5));  // a column of an orthonormal Q
+    }
+  }
+
   TEST_CASE_TEMPLATE("gram_condition_within: κ² against the limit, by each of its three tests", T, float, double) {
     std::mt19937_64 rng(20);
     const int n = 8;

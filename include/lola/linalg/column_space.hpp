@@ -92,6 +92,9 @@ class column_space {
   /// passed to compute(). Gram route: one product, x·(R⁻¹·P) (backend/eigen/thin_product.hpp).
   template <class X, class P, class Out>
   void basis_times_into(const X& x, const Eigen::MatrixBase<P>& p, Out&& out) const {
+    // No columns (a ΔW of numerical rank 0 keeps none): nothing to write, and Eigen's triangular
+    // solve and reflector loop would offset into the empty operand's null buffer.
+    if (p.cols() == 0) return;
     if (gram_) {
       const matrix coefficients = r_.template triangularView<Eigen::Upper>().solve(p);
       if (exponent_ != 0)
@@ -107,6 +110,7 @@ class column_space {
   /// Gram route outᵀ = x·(R⁻¹·P), one product reading x as stored (A's layout when x = Aᵀ).
   template <class X, class P, class Out>
   void transposed_basis_times_into(const X& x, const Eigen::MatrixBase<P>& p, Out&& out) const {
+    if (p.cols() == 0) return;
     if (gram_) {
       const matrix coefficients = r_.template triangularView<Eigen::Upper>().solve(p);
       if (exponent_ != 0)

@@ -37,7 +37,9 @@ class householder_qr<host_storage, S> {
   void apply_q_into(const Eigen::MatrixBase<P>& p, Out&& out) const {
     dense_matrix<S> padded = dense_matrix<S>::Zero(qr_.rows(), p.cols());
     padded.topRows(p.rows()) = p;
-    padded.applyOnTheLeft(qr_.householderQ());
+    // Eigen's reflector loop forms blocks of the target even when it has no columns (offsets
+    // into a null buffer: undefined behaviour), so an empty product is left as the empty matrix.
+    if (padded.size() != 0) padded.applyOnTheLeft(qr_.householderQ());
     out = padded;
   }
 
@@ -46,7 +48,7 @@ class householder_qr<host_storage, S> {
   void apply_q_transposed_into(const Eigen::MatrixBase<P>& p, Out&& out) const {
     dense_matrix<S> padded = dense_matrix<S>::Zero(p.cols(), qr_.rows());
     padded.leftCols(p.rows()) = p.transpose();
-    padded.applyOnTheRight(qr_.householderQ().transpose());
+    if (padded.size() != 0) padded.applyOnTheRight(qr_.householderQ().transpose());
     out = padded;
   }
 
