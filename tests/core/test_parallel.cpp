@@ -26,6 +26,27 @@ TEST_SUITE("core.parallel") {
     for (auto& h : hits) CHECK(h.load() == 1);
   }
 
+  TEST_CASE("with a grain, every index still runs once, in runs of consecutive items per thread") {
+    const lola::executor two{2};
+    CHECK(lola::fine_grain(two, 0) == 1);
+    CHECK(lola::fine_grain(two, 15) == 1);
+    CHECK(lola::fine_grain(two, 4096) == 256);  // 8 runs per thread
+    for (lola::index grain : {lola::index(0), lola::index(1), lola::index(7), lola::index(300)}) {
+      CAPTURE(grain);
+      std::vector<std::atomic<int>> hits(257);
+      std::vector<std::thread::id> owner(257);
+      lola::parallel_for(two, 257, [&](lola::index i) {
+        hits[i]++;
+        owner[i] = std::this_thread::get_id();
+      }, grain);
+      for (auto& h : hits) CHECK(h.load() == 1);
+      // A run starts at a multiple of the grain and one thread takes all of it.
+      const lola::index run = std::max<lola::index>(grain, 1);
+      for (lola::index i = 1; i < 257; ++i)
+        if (i % run != 0) CHECK(owner[i] == owner[i - 1]);
+    }
+  }
+
   TEST_CASE("an exception reaches the caller; the lowest failing index wins") {
     try {
       lola::parallel_for(100, [](lola::index i) {

@@ -119,7 +119,7 @@ std::vector<Eigen::Matrix<S, Eigen::Dynamic, 1>> batched_singular_values(const s
     });
     gram_route[i] = squared_norms_in_range<S>(largest_b, m.rows(), r) &&
                     squared_norms_in_range<S>(largest_a, m.cols(), r);
-  });
+  }, fine_grain(ex, static_cast<index>(n)));
 
   // 2. One batched r×r call per rank (a module whose Grams were out of range is computed too, and
   //    its result ignored).
@@ -146,7 +146,7 @@ std::vector<Eigen::Matrix<S, Eigen::Dynamic, 1>> batched_singular_values(const s
         return singular_values(factor(as_compute<S>(B), as_compute<S>(A), scale_of(m)), m.rank());
       });
     });
-  });
+  }, fine_grain(ex, static_cast<index>(n)));
   return sigma;
 }
 

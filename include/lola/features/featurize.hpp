@@ -382,14 +382,17 @@ void featurize_rows(const feature_table_layout<S, Adapter>& layout, const std::v
     return error(e.code(), context + ": module '" + m.name + "' (" + module_shape(m.rows(), m.cols(), m.rank()) +
                                ") of " + name_of(item / std::size_t(L)) + ": " + e.message());
   };
+  const executor ex{};
   // svd: σ of every item at once, batched by rank across the table (features/adapter_spectra.hpp).
   std::vector<Eigen::Matrix<S, Eigen::Dynamic, 1>> spectra;
   if (options.kind == feature_kind::svd)
     spectra = detail::batched_singular_values<S>(
         modules, [&](const module_type& m) { return options.fold_scale ? static_cast<S>(m.scale) : S(1); },
-        module_error, executor{});
+        module_error, ex);
 
-  parallel_for(N * L, [&](index item) {
+  // svd items only copy σ: taken in runs; the rest one by one.
+  const index grain = options.kind == feature_kind::svd ? fine_grain(ex, N * L) : 1;
+  parallel_for(ex, N * L, [&](index item) {
     const index i = item / L, j = item % L;
     const feature_block& b = blocks[std::size_t(j)];
     const module_type& m = *modules[std::size_t(item)];
@@ -404,11 +407,8 @@ void featurize_rows(const feature_table_layout<S, Adapter>& layout, const std::v
         switch (options.kind) {
           case feature_kind::raw: write_factor_block(dst, s, B, A); break;
           case feature_kind::svd: {
-            const auto& sigma = spectra[std::size_t(item)];  // σ₁ ≥ … ≥ σ_r: zero-padded or truncated
-            const index kept = std::min<index>(b.size, sigma.size());
             Eigen::Map<Eigen::Matrix<S, Eigen::Dynamic, 1>> row(dst, b.size);
-            row.head(kept) = sigma.head(kept);
-            row.tail(b.size - kept).setZero();
+            detail::pad_or_truncate_into(spectra[std::size_t(item)], row);
             break;
           }
           case feature_kind::dense: {
@@ -440,7 +440,7 @@ void featurize_rows(const feature_table_layout<S, Adapter>& layout, const std::v
     } catch (const error& e) {
       throw module_error(std::size_t(item), e);
     }
-  });
+  }, grain);
 }
 
 /// S where it must not be deduced.

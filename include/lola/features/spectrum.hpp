@@ -14,6 +14,7 @@
 /// (the plain ‖σ‖ overflows from σ₁ ≈ 1.3e154 in double, 1.8e19 in float). A σ beyond the compute
 /// type's range (finite factors whose product is too large) is error_code::numerical.
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -35,6 +36,15 @@ Eigen::Matrix<scalar_of_t<E>, Eigen::Dynamic, 1> checked_singular_values(const E
   require_finite_singular_values(svd.singularValues(), function, e.rows(), e.cols());
   return svd.singularValues();
 }
+
+/// out (any length) = σ zero-padded or truncated to out.size(): the LoL rule for a rank that
+/// differs from the length a model expects.
+template <class Sigma, class Out>
+void pad_or_truncate_into(const Eigen::MatrixBase<Sigma>& sigma, Eigen::MatrixBase<Out>& out) {
+  const index kept = std::min<index>(out.size(), sigma.size());
+  out.head(kept) = sigma.head(kept);
+  out.tail(out.size() - kept).setZero();
+}
 }  // namespace detail
 
 /// The singular values of ΔW, descending; with length ≥ 0, zero-padded or truncated to it.
@@ -42,10 +52,8 @@ template <class E, class = std::enable_if_t<is_low_rank_expr_v<E>>>
 Eigen::Matrix<scalar_of_t<E>, Eigen::Dynamic, 1> singular_values(const E& e, index length = -1) {
   auto sigma = detail::checked_singular_values(e, "singular_values");
   if (length < 0) return sigma;
-  Eigen::Matrix<scalar_of_t<E>, Eigen::Dynamic, 1> out =
-      Eigen::Matrix<scalar_of_t<E>, Eigen::Dynamic, 1>::Zero(length);
-  const index n = std::min<index>(length, sigma.size());
-  out.head(n) = sigma.head(n);
+  Eigen::Matrix<scalar_of_t<E>, Eigen::Dynamic, 1> out(length);
+  detail::pad_or_truncate_into(sigma, out);
   return out;
 }
 

@@ -42,7 +42,8 @@ template <class S>
 void spectra_from_grams(const executor& ex, index n, int r, const S* b_grams, const S* a_grams, const S* scales,
                         S* sigma, S* work, int* status) {
   parallel_for(ex, n,
-               spectrum_from_grams_item<S, tridiagonal_eigenvalues>{b_grams, a_grams, scales, sigma, work, status, r});
+               spectrum_from_grams_item<S, tridiagonal_eigenvalues>{b_grams, a_grams, scales, sigma, work, status, r},
+               fine_grain(ex, n));
 }
 
 }  // namespace lola::detail
