@@ -397,6 +397,11 @@ void featurize_rows(const feature_table_layout<S, Adapter>& layout, const std::v
     const feature_block& b = blocks[std::size_t(j)];
     const module_type& m = *modules[std::size_t(item)];
     S* dst = out + i * stride + b.offset;
+    if (options.kind == feature_kind::svd) {  // σ is computed: the factors need not be read again
+      Eigen::Map<Eigen::Matrix<S, Eigen::Dynamic, 1>> row(dst, b.size);
+      detail::pad_or_truncate_into(spectra[std::size_t(item)], row);
+      return;
+    }
     const S s = options.fold_scale ? static_cast<S>(m.scale) : S(1);
     try {
       m.visit([&](const auto& B_stored, const auto& A_stored) {
@@ -406,11 +411,7 @@ void featurize_rows(const feature_table_layout<S, Adapter>& layout, const std::v
         const auto delta = factor(B, A, s);
         switch (options.kind) {
           case feature_kind::raw: write_factor_block(dst, s, B, A); break;
-          case feature_kind::svd: {
-            Eigen::Map<Eigen::Matrix<S, Eigen::Dynamic, 1>> row(dst, b.size);
-            detail::pad_or_truncate_into(spectra[std::size_t(item)], row);
-            break;
-          }
+          case feature_kind::svd: break;  // written above
           case feature_kind::dense: {
             Eigen::Map<feature_matrix<S>> W(dst, b.rows, b.cols);
             if (m.rank() == 0) {
