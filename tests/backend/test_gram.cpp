@@ -2,7 +2,11 @@
 // on, against a double reference, entry by entry.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <random>
+#include <vector>
 
 #include "lola/backend/eigen/gram.hpp"
 #include "support/test_support.hpp"
@@ -130,6 +134,43 @@ TEST_SUITE("backend.gram") {
         check_every_width<S>(At, Bs, false);
       }
     }
+  }
+
+  TEST_CASE("widen_run, the kernels' lane widening, gives widen_value's bits for every F16 and BF16 pattern") {
+    // Every 16-bit pattern (zeros, subnormals, normals, infinities, NaNs with their payloads) at
+    // every offset into a lane and with every tail length, into float and double; float into double
+    // and double into float (rounding) too. Bit comparison, so a NaN must keep its payload.
+    std::vector<std::uint16_t> bits(65536 + 64);
+    for (std::size_t i = 0; i < bits.size(); ++i) bits[i] = static_cast<std::uint16_t>(i * 40503u);  // a permutation
+    const auto check = [](const auto* in, std::size_t n, auto out_scalar) {
+      using S = decltype(out_scalar);
+      std::vector<S> lanes(n + 1);
+      int wrong = 0;
+      for (std::size_t offset : {0, 1, 3, 7}) {
+        for (std::size_t length : {std::size_t(0), std::size_t(1), std::size_t(9), n - offset - 5}) {
+          std::fill(lanes.begin(), lanes.end(), S(-7));
+          lola::detail::widen_run(in + offset, lola::index(length), lanes.data());
+          for (std::size_t i = 0; i < length; ++i) {
+            const S expected = lola::detail::widen_value<S>(in[offset + i]);
+            wrong += std::memcmp(&lanes[i], &expected, sizeof(S)) != 0;
+          }
+          wrong += lanes[length] != S(-7);  // nothing written past the run
+        }
+      }
+      return wrong;
+    };
+    const auto* h = reinterpret_cast<const Eigen::half*>(bits.data());
+    const auto* b = reinterpret_cast<const Eigen::bfloat16*>(bits.data());
+    CHECK(check(h, bits.size(), float{}) == 0);
+    CHECK(check(h, bits.size(), double{}) == 0);
+    CHECK(check(b, bits.size(), float{}) == 0);
+    CHECK(check(b, bits.size(), double{}) == 0);
+    std::vector<float> floats(bits.size());
+    for (std::size_t i = 0; i < bits.size(); ++i) floats[i] = lola::detail::widen_f16_bits(bits[i]) * 1e30f;
+    CHECK(check(floats.data(), floats.size(), double{}) == 0);
+    std::vector<double> doubles(bits.size());
+    for (std::size_t i = 0; i < bits.size(); ++i) doubles[i] = double(floats[i]) * (1 + 0x1p-40);
+    CHECK(check(doubles.data(), doubles.size(), float{}) == 0);
   }
 
   TEST_CASE("the check detects a Gram computed from values one rounding away from the stored ones") {

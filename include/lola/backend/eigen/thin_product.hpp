@@ -44,18 +44,18 @@ LOLA_ALWAYS_INLINE void thin_product_columns_lanes(const S* x, index m, index n,
   for (index i = 0; i < m_tiles; i += tile_rows)
     for (index j = 0; j < cols4; j += 4) {
       L acc[3][4];
-      for (auto& row : acc)
-        for (auto& a : row) zero_lane(a);
+      unrolled<3>([&](auto p) { unrolled<4>([&](auto q) { zero_lane(acc[p][q]); }); });
       for (index l = 0; l < n; ++l) {
         L xs[3];
-        for (int p = 0; p < 3; ++p) load_lane(xs[p], x + l * stride + i + p * width);
-        for (int q = 0; q < 4; ++q) {
+        unrolled<3>([&](auto p) { load_lane(xs[p], x + l * stride + i + p * width); });
+        unrolled<4>([&](auto q) {
           const S w = coefficient(l, j + q);
-          for (int p = 0; p < 3; ++p) acc[p][q] += xs[p] * w;
-        }
+          unrolled<3>([&](auto p) { acc[p][q] += xs[p] * w; });
+        });
       }
-      for (int q = 0; q < 4; ++q)
-        for (int p = 0; p < 3; ++p) store_lane(out + (j + q) * out_stride + i + p * width, acc[p][q]);
+      unrolled<4>([&](auto q) {
+        unrolled<3>([&](auto p) { store_lane(out + (j + q) * out_stride + i + p * width, acc[p][q]); });
+      });
     }
   // The remaining columns over the full tiles, and the remaining rows by single lanes.
   const auto single_lanes = [&](index i_begin, index i_end, index j_begin) {
