@@ -9,20 +9,26 @@
 /// the product itself; the kernels below read the operands in place or in blocks that stay in L1.
 /// Which one runs depends on the operands' layouts only (known at compile time), never on their
 /// stored type, so a view of a file and its decoded copy give the same bits:
-///   operands with direct access, any stored type: the blocked kernels. Blocks of rows are
-///       widened (or copied) into an L1 scratch, row-major when X has contiguous rows (a row-major
-///       B, as files store it: register tiles of row outer products), column-major otherwise (Aᵀ
-///       of a row-major A, or a column-major B: tiles of column dot products); except when both
-///       have contiguous rows at a register_rows_rank (4 and 8; 16 and 32 under AVX2), where
-///       rows_fixed_into keeps the n×n sum in registers (a stored factor widened whole first).
+///   both with contiguous columns (B stored column-major, Aᵀ of a row-major A)
+///       4×2 tiles of column dot products (the lower block triangle only for a Gram) over blocks
+///       of 256 rows, a block staying in L1 while every tile reads it; the columns beyond the
+///       last multiple of 4 go through Eigen's product. A factor stored narrower than S (a
+///       file's BF16, F16 or float Aᵀ) is widened whole first (widened.hpp).
+///   either with contiguous rows (a row-major B, as files store it), any rank, any stored type
+///       the blocked kernels: blocks of rows widened (or copied) into an L1 scratch, then
+///       register tiles of row outer products (or of column dot products when X's columns are
+///       contiguous and Y's rows are); except when both have contiguous rows at a
+///       register_rows_rank (4 and 8; 16 and 32 under AVX2), where rows_fixed_into keeps the n×n
+///       sum in registers (a stored factor widened whole first).
 ///   otherwise (expressions without direct access) Eigen's product.
-/// Every tiled kernel is compiled for SSE2 and, on x86-64, for AVX2 with FMA, chosen at run time
-/// (simd.hpp); its register tiles are written out at compile time (unrolled), so that -O2 builds
-/// keep the accumulators in registers as -O3 builds do. On the reference VM, at -O3, the Gram in
-/// double of a 4096×16 BF16 B takes about 50 µs and that of Aᵀ for a 16×4096 BF16 A about 75 µs
-/// (85–150 µs when Aᵀ was widened whole first: 512 KiB of doubles out of L2); at -O2 before the
-/// tiles were unrolled, 130 µs and 110 µs. benchmarks/bench_svd.cpp measures the whole
-/// factor-space SVD against the time to read the factors.
+/// Every tiled kernel is compiled for SSE2 and, on x86-64, for AVX2 with FMA, chosen at run time (simd.hpp).
+/// Its register tiles are written out at compile time (unrolled, simd.hpp), so that -O2 builds keep the
+/// accumulators in registers as -O3 builds do: over the 128 modules of a Llama-2-7B-like BF16 adapter in
+/// double, the Grams of B took 22–29 ms at -O2 with plain loops against 8–10 ms written out (at -O3, 8–12 ms
+/// either way, the written-out tiles up to 10% slower in interleaved runs: the same inner loop, differently
+/// scheduled around it). On the reference VM, the Gram of one 4096×16 BF16 B in double takes about 50 µs,
+/// against 140 µs for widening it whole and running the SSE2 kernel for contiguous rows
+/// (benchmarks/bench_svd.cpp measures the whole factor-space SVD against the time to read the factors).
 /// Each entry is a sum of m products accumulated in blocks and lanes, so the rounding error is
 /// that of a dot product of length m: |ΔG| ≤ γ_m·|X|ᵀ|Y|; the blocked kernels start every block
 /// from zero and add block sums, so their error is nearer that of the block length.
@@ -75,6 +81,65 @@ LOLA_ALWAYS_INLINE void for_each_tile_sum(const S* sums, index p4, const LastJ0&
           load_lane(partial, sums + (Tb * a + b) * width);
           f(i0 + a, j0 + b, lane_sum<S>(partial));
         }
+}
+
+/// G(0:p4, 0:q4) = XᵀY over the first p4 columns of X and q4 of Y (multiples of 4), for X and Y
+/// with contiguous columns, in lanes of Bytes (simd.hpp); only the lower block triangle when
+/// `Lower` (the Gram: Y is X), in 4×2 tiles: 8 accumulators and 6 operand registers fit the 16
+/// vector registers of SSE2 and AVX2 (a 4×4 tile of two-register lanes, 40 registers, spilled
+/// and ran at half the speed).
+template <int Bytes, bool Lower, class S>
+LOLA_ALWAYS_INLINE void cross_columns_tiled_lanes(const S* x, index x_stride, const S* y_in, index y_stride_in,
+                                                  index m, index p4, index q4, dense_matrix<S>& g) {
+  // For a Gram the compiler is told that Y is X, so it loads through one pointer.
+  const S* const y = Lower ? x : y_in;
+  const index y_stride = Lower ? x_stride : y_stride_in;
+  using L = lane<S, Bytes>;
+  constexpr index width = Bytes / index(sizeof(S)), block = 256;
+  const index m_lanes = m / width * width;
+  constexpr int ta = 4, tb = 2;  // tile rows (of G) and columns
+  const auto last_j0 = [&](index i0) { return Lower ? i0 + ta - tb : q4 - tb; };
+  index tiles = 0;
+  for (index i0 = 0; i0 < p4; i0 += ta) tiles += last_j0(i0) / tb + 1;
+  // The running sums of every tile between row blocks, lane by lane.
+  std::vector<S> sums(std::size_t(tiles * ta * tb * width), S(0));
+  for (index t0 = 0; t0 < m_lanes; t0 += block) {
+    const index t1 = std::min(m_lanes, t0 + block);
+    S* tile_sums = sums.data();
+    for (index i0 = 0; i0 < p4; i0 += ta)
+      for (index j0 = 0; j0 <= last_j0(i0); j0 += tb, tile_sums += ta * tb * width) {
+        L acc[ta][tb];
+        unrolled<ta>([&](auto a) {
+          unrolled<tb>([&](auto b) { load_lane(acc[a][b], tile_sums + (tb * a + b) * width); });
+        });
+        accumulate_column_tile(acc, x + i0 * x_stride, x_stride, y + j0 * y_stride, y_stride, t0, t1);
+        unrolled<ta>([&](auto a) {
+          unrolled<tb>([&](auto b) { store_lane(tile_sums + (tb * a + b) * width, acc[a][b]); });
+        });
+      }
+  }
+  for_each_tile_sum<L, ta, tb>(sums.data(), p4, last_j0, [&](index i, index j, S sum) {
+    for (index t = m_lanes; t < m; ++t) sum += x[i * x_stride + t] * y[j * y_stride + t];
+    g(i, j) = sum;
+  });
+}
+
+#if LOLA_AVX2_DISPATCH
+template <bool Lower, class S>
+LOLA_TARGET_AVX2_FMA void cross_columns_tiled_avx2(const S* x, index x_stride, const S* y, index y_stride, index m,
+                                                   index p4, index q4, dense_matrix<S>& g) {
+  cross_columns_tiled_lanes<32, Lower>(x, x_stride, y, y_stride, m, p4, q4, g);
+}
+#endif
+
+/// cross_columns_tiled_lanes in the widest lanes the processor runs (simd.hpp).
+template <bool Lower, class S>
+void cross_columns_tiled(const S* x, index x_stride, const S* y, index y_stride, index m, index p4, index q4,
+                         dense_matrix<S>& g) {
+#if LOLA_AVX2_DISPATCH
+  if (cpu_has_avx2_fma()) return cross_columns_tiled_avx2<Lower>(x, x_stride, y, y_stride, m, p4, q4, g);
+#endif
+  cross_columns_tiled_lanes<native_lane_bytes<S>, Lower>(x, x_stride, y, y_stride, m, p4, q4, g);
 }
 
 /// g = XᵀY for X and Y with contiguous rows of fixed length N, in panels of four rows,
@@ -251,10 +316,9 @@ LOLA_ALWAYS_INLINE void add_block_sums(const L (&acc)[Ta][Tb], S* sums) {
 /// that stays in L1 while register tiles read it, so that every stored value is read once and
 /// converted once, in cache.
 ///
-/// Column-major scratch (X with contiguous columns: a stored Aᵀ, or B stored column-major),
-/// zero-padded to a multiple of 4 columns and of the lane width in rows: 4×2 tiles of column dot
-/// products (the lower block triangle only for a Gram; 8 accumulators and 6 operand registers fit
-/// the 16 vector registers of SSE2 and AVX2), each entry finished by a sum across its lane.
+/// Column-major scratch (X with contiguous columns, Y with contiguous rows), zero-padded to a multiple
+/// of 4 columns and of the lane width in rows: the 4×2 tiles of column dot products of
+/// cross_columns_tiled_lanes, each entry finished by a sum across its lane.
 template <int Bytes, bool Same, class S, class TX, class TY>
 LOLA_ALWAYS_INLINE void cross_gram_column_blocks(const factor_ref<TX>& x, const factor_ref<TY>& y,
                                                  dense_matrix<S>& g) {
@@ -391,9 +455,32 @@ constexpr bool rows_contiguous() {
 template <class X, class S>
 constexpr bool rows_contiguous_v = rows_contiguous<X, S>();
 
+/// g = XᵀY for X and Y of S with contiguous columns, by cross_columns_tiled (the columns past the
+/// last multiple of 4 by Eigen's product).
+template <class S, class XD, class YD>
+void cross_gram_columns_into(const XD& x, const YD& y, bool same, dense_matrix<S>& g) {
+  const index m = x.rows(), p = x.cols(), q = y.cols();
+  g.resize(p, q);
+  if (m == 0 || p == 0 || q == 0) {
+    g.setZero();
+    return;
+  }
+  const index p4 = p / 4 * 4, q4 = q / 4 * 4;
+  if (p4 > 0 && q4 > 0) {
+    if (same)
+      cross_columns_tiled<true>(x.data(), x.outerStride(), x.data(), x.outerStride(), m, p4, p4, g);
+    else
+      cross_columns_tiled<false>(x.data(), x.outerStride(), y.data(), y.outerStride(), m, p4, q4, g);
+  }
+  if (q > q4) g.rightCols(q - q4).noalias() = x.transpose() * y.rightCols(q - q4);
+  if (p > p4 && q4 > 0) g.bottomLeftCorner(p - p4, q4).noalias() = x.rightCols(p - p4).transpose() * y.leftCols(q4);
+  if (same) g.template triangularView<Eigen::StrictlyUpper>() = g.transpose();
+}
+
 /// g = XᵀY (p×q) for X (m×p) and Y (m×q) (see the file comment for the kernels); when Y is X,
-/// the Gram, exactly symmetric. Operands with direct access (stored or decoded, any layout): the
-/// blocked kernels, which widen block by block, or rows_fixed_into; otherwise Eigen's product.
+/// the Gram, exactly symmetric. Both operands with contiguous columns: cross_columns_tiled, on
+/// factors stored narrower than S widened whole first (widened.hpp); any operand with contiguous
+/// rows: the blocked kernels, which widen block by block; otherwise Eigen's product.
 template <class S, class XD, class YD>
 void cross_gram_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::MatrixBase<YD>& y_in,
                      dense_matrix<S>& g) {
@@ -401,29 +488,38 @@ void cross_gram_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::MatrixBase<
   const YD& y = y_in.derived();
   const bool same = same_matrix(x, y);
   if constexpr (has_factor_ref_v<XD, S> && has_factor_ref_v<YD, S>) {
-    // Both with contiguous rows at a register rank: rows_fixed_into, on stored factors widened
-    // whole first (as decoded factors would be read, so both give the same bits).
-    if constexpr (rows_contiguous_v<XD, S> && rows_contiguous_v<YD, S>) {
-      if (x.cols() == y.cols() && register_rows_rank(x.cols()) && x.rows() > 0) {
-        with_widened<S>(x, 0, [&](const auto& wx) {
-          const auto finish = [&](const auto& wy) {
-            g.resize(x.cols(), y.cols());
-            cross_rows(wx.data(), wx.outerStride(), wy.data(), wy.outerStride(), x.rows(), x.cols(), g);
-            if (same) g.template triangularView<Eigen::StrictlyUpper>() = g.transpose();
-          };
-          if (same)
-            finish(wx);
-          else
-            with_widened<S>(y, 1, finish);
-        });
-        return;
+    if constexpr (!rows_contiguous_v<XD, S> && !rows_contiguous_v<YD, S>) {
+      with_widened<S>(x, 0, [&](const auto& wx) {
+        if (same)
+          cross_gram_columns_into<S>(wx, wx, true, g);
+        else
+          with_widened<S>(y, 1, [&](const auto& wy) { cross_gram_columns_into<S>(wx, wy, false, g); });
+      });
+    } else {
+      // Both with contiguous rows at a register rank: rows_fixed_into, on stored factors widened
+      // whole first (as decoded factors would be read, so both give the same bits).
+      if constexpr (rows_contiguous_v<XD, S> && rows_contiguous_v<YD, S>) {
+        if (x.cols() == y.cols() && register_rows_rank(x.cols()) && x.rows() > 0) {
+          with_widened<S>(x, 0, [&](const auto& wx) {
+            const auto finish = [&](const auto& wy) {
+              g.resize(x.cols(), y.cols());
+              cross_rows(wx.data(), wx.outerStride(), wy.data(), wy.outerStride(), x.rows(), x.cols(), g);
+              if (same) g.template triangularView<Eigen::StrictlyUpper>() = g.transpose();
+            };
+            if (same)
+              finish(wx);
+            else
+              with_widened<S>(y, 1, finish);
+          });
+          return;
+        }
       }
+      const auto x_ref = factor_ref_of<S>(x);
+      if (same)
+        cross_gram_blocked<true, S>(x_ref, x_ref, g);
+      else
+        cross_gram_blocked<false, S>(x_ref, factor_ref_of<S>(y), g);
     }
-    const auto x_ref = factor_ref_of<S>(x);
-    if (same)
-      cross_gram_blocked<true, S>(x_ref, x_ref, g);
-    else
-      cross_gram_blocked<false, S>(x_ref, factor_ref_of<S>(y), g);
   } else {
     with_widened<S>(x, 0, [&](const auto& wx) {
       with_widened<S>(y, 1, [&](const auto& wy) {
