@@ -75,6 +75,14 @@ case_row() {
   echo "${rows[-1]}"
 }
 
+# One small adapter (2.2 MB): what a process pays for starting OpenMP's threads, beside the same
+# run with idle threads sleeping at once instead of spinning first (OMP_WAIT_POLICY=passive).
+Q1=$work/in/qwen_64/a00
+case_row "inspect --json, one Qwen2-1.5B-like r8 BF16 adapter" "$Q1" - inspect "$Q1" --json
+OMP_NUM_THREADS=2 case_row "inspect --json, one Qwen2-1.5B-like r8 BF16 adapter, 2 threads" "$Q1" - inspect "$Q1" --json
+OMP_WAIT_POLICY=passive OMP_NUM_THREADS=2 \
+  case_row "inspect --json, one Qwen2-1.5B-like r8 BF16 adapter, 2 threads, OMP_WAIT_POLICY=passive" "$Q1" - \
+  inspect "$Q1" --json
 L=$work/in/llama_bf16
 case_row "inspect --json, Llama-2-7B r16 BF16" "$L" - inspect "$L" --json
 OMP_NUM_THREADS=2 case_row "inspect --json, Llama-2-7B r16 BF16, 2 threads" "$L" - inspect "$L" --json
@@ -111,6 +119,9 @@ done
   echo "Each time is the median of $runs runs of the \`lola\` process on files in the page cache."
   echo "Floor: reading the input files once (\`cat\` to /dev/null) plus, for commands that write, writing"
   echo "the output's bytes once (\`cat\` into a new file), measured the same way in the same run."
+  echo "On this VM, a process's first OpenMP region with 2 threads costs several milliseconds while"
+  echo "libgomp's default policy spins waiting for the second thread to start (compare the three rows"
+  echo "of one small adapter: OMP_WAIT_POLICY=passive removes it); on larger inputs it is hidden."
   echo
   if [ -n "${LOLA_OLD:-}" ]; then
     echo "| command | input bytes | output bytes | time | floor | ratio | older lola (one run) |"
