@@ -171,6 +171,11 @@ TEST_SUITE("backend.gram") {
     std::vector<double> doubles(bits.size());
     for (std::size_t i = 0; i < bits.size(); ++i) doubles[i] = double(floats[i]) * (1 + 0x1p-40);
     CHECK(check(doubles.data(), doubles.size(), float{}) == 0);
+    // Integers take widen_value's conversion too (never the lanes' reinterpretation as floats).
+    std::vector<std::int32_t> integers(bits.size());
+    for (std::size_t i = 0; i < bits.size(); ++i) integers[i] = std::int32_t(bits[i]) - 30000;
+    CHECK(check(integers.data(), integers.size(), double{}) == 0);
+    CHECK(check(integers.data(), integers.size(), float{}) == 0);
   }
 
   TEST_CASE("the check detects a Gram computed from values one rounding away from the stored ones") {

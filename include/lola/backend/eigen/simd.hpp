@@ -107,9 +107,12 @@ LOLA_ALWAYS_INLINE S lane_sum(const L& v) {
 /// -O2 the scalar conversion took 40% of a BF16 Gram's time).
 template <class S, class T>
 LOLA_ALWAYS_INLINE void widen_run(const T* in, index n, S* out) {
+  constexpr bool lanes = (std::is_same_v<S, float> || std::is_same_v<S, double>) &&
+                        (std::is_same_v<T, Eigen::bfloat16> || std::is_same_v<T, Eigen::half> ||
+                         (std::is_same_v<T, float> && std::is_same_v<S, double>));
   if constexpr (std::is_same_v<S, T>) {
     std::memcpy(out, in, std::size_t(n) * sizeof(S));
-  } else if constexpr (std::is_same_v<T, double>) {  // to float: rounds, as widen_value does
+  } else if constexpr (!lanes) {  // double to float (rounding), integers, …: as widen_value converts
     for (index i = 0; i < n; ++i) out[i] = widen_value<S>(in[i]);
   } else {
     constexpr int k = 32 / int(sizeof(S));

@@ -6,7 +6,8 @@
 /// such casts themselves, block by block (factor_ref in gram.hpp); with_widened serves the rest —
 /// a cross-Gram of a stored factor with an operand without direct access — handing it the factor
 /// widened into a per-thread scratch buffer of S in the factor's own layout: one exact conversion
-/// pass (core/widen.hpp, in lanes: simd.hpp's widen_run), no copy of the whole adapter, and the values a decoded copy would have.
+/// pass (core/widen.hpp, in lanes: simd.hpp's widen_run), no copy of the whole adapter, and the
+/// values a decoded copy would have.
 ///
 /// Recognised: cast<S>() of a plain matrix or Map with contiguous inner dimension, and the
 /// transpose of that (Aᵀ of a stored A). Anything else is passed through unchanged.
@@ -68,7 +69,8 @@ decltype(auto) with_widened(const X& x, int slot, F&& f) {
     using plain = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, w::order>;
     const index outer = stored.outerSize(), inner = stored.innerSize();
     S* buffer = widening_scratch<S>(slot, outer * inner);
-    for (index o = 0; o < outer; ++o) widen_run(stored.data() + o * stored.outerStride(), inner, buffer + o * inner);
+    for (index o = 0; o < outer; ++o)
+      widen_run(stored.data() + o * stored.outerStride(), inner, buffer + o * inner);
     const Eigen::Map<const plain> widened(buffer, stored.rows(), stored.cols());
     if constexpr (w::transposed)
       return f(widened.transpose());
