@@ -85,6 +85,31 @@ TEST_SUITE("backend.thrust") {
     }
   }
 
+  TEST_CASE_TEMPLATE("batched singular vectors (the r×r stage of canonical forms) on Thrust's CPP and OpenMP "
+                     "systems equal the kernel per module", T, float, double) {
+    std::mt19937_64 rng(34);
+    for (int r : {1, 5, 12}) {
+      CAPTURE(r);
+      const batch<T> b = random_batch<T>(9, r, rng);
+      const std::size_t rr = std::size_t(r) * r;
+      std::vector<T> sigma(b.n * r), x_b(b.n * rr), x_a(b.n * rr), work(lola::detail::svd_workspace_size(r));
+      for (int i = 0; i < b.n; ++i)
+        REQUIRE(lola::detail::svd_from_grams(b.b_grams.data() + i * rr, b.a_grams.data() + i * rr, b.scales[i], r,
+                                             sigma.data() + i * r, x_b.data() + i * rr, x_a.data() + i * rr,
+                                             work.data()) == lola::detail::gram_spectrum::computed);
+      const auto launched = [&](const auto& policy) {
+        std::vector<T> s(b.n * r, T(-1)), xb(b.n * rr, T(-1)), xa(b.n * rr, T(-1)),
+            w(b.n * lola::detail::svd_workspace_size(r));
+        std::vector<int> status(b.n, -1);
+        lola::batched_spectra_from_grams(policy, b.n, r, b.b_grams.data(), b.a_grams.data(), b.scales.data(),
+                                         s.data(), w.data(), status.data(), xb.data(), xa.data());
+        return s == sigma && xb == x_b && xa == x_a;
+      };
+      CHECK(launched(thrust::cpp::par));
+      CHECK(launched(thrust::omp::par));
+    }
+  }
+
   TEST_CASE("a module with non-finite Grams is named; the others are still computed") {
     std::mt19937_64 rng(32);
     batch<double> b = random_batch<double>(9, 3, rng);

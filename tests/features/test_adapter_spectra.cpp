@@ -98,6 +98,8 @@ TEST_SUITE("features.adapter_spectra") {
       REQUIRE(sigma[i].size() == sp.r);
       const bool gram_route = !sp.ill && sp.d >= sp.r && sp.r > 0;
       CHECK((sigma[i].array() == (gram_route ? kernel_sigma(m) : one_by_one(m)).array()).all());
+      // low_rank_svd runs the same kernel on the Gram route: alone or batched, the same bits.
+      CHECK((sigma[i].array() == one_by_one(m).array()).all());
       // Against σ of the dense product in double: the Gram route's bound (test_support.hpp), or
       // low_rank_svd's on the Householder route, a small multiple of ε·|s|·‖B‖·‖A‖ (64 with a
       // wide margin at these sizes, as in test_thrust_spectra.cpp).

@@ -87,6 +87,9 @@ io::adapter<double> peft_adapter(io::dtype t, std::mt19937_64& rng) {
   auto& embedding = add("embed_tokens", 32, 4, 50, 2.0);
   embedding.kind = io::module_kind::embedding;
   embedding.transposed = true;
+  // κ(B) ≈ 1e3: off the Gram route, so whole-adapter edits decompose it alone (Householder).
+  auto& ill = add("layers.1.k_proj", 48, 6, 40, 0.5);
+  ill.B.col(1) = ill.B.col(0) + 1e-3 * ill.B.col(2);
   a.passthrough.push_back(io::tensor::from_matrix("base_model.model.score.weight", io::dtype::F32, {2, 8},
                                                   random_factor(2, 8, 1.0, rng)));
   return a;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -298,6 +299,84 @@ TEST_SUITE("linalg.small_kernels") {
           gram_spectrum::failed);
     CHECK(lola::detail::spectrum_from_grams(identity.data(), identity.data(), std::numeric_limits<T>::infinity(), r,
                                             sigma.data(), work.data()) == gram_spectrum::failed);
+  }
+
+  TEST_CASE_TEMPLATE("svd_from_grams: U = B·X_B and V = Aᵀ·X_A are singular vectors of s·B·A, with either "
+                     "eigen-solver; a wrong variant is told apart", T, float, double) {
+    std::mt19937_64 rng(23);
+    const int d = 200, k = 150;
+    for (int r : {1, 4, 12}) {
+      for (T s : {T(1.5), T(-0.25)}) {
+        CAPTURE(r);
+        CAPTURE(s);
+        const matrix<T> B = gaussian<T>(d, r, rng), A = gaussian<T>(r, k, rng);
+        matrix<T> gb, ga;
+        lola::detail::gram_into(B, gb);
+        lola::detail::gram_into(A.transpose(), ga);
+        const matrix_d truth = double(s) * in_double(B) * in_double(A);
+        const Eigen::BDCSVD<matrix_d> reference(truth);
+        // The bound: M's eigen-equation holds to δμ = 2·(d + k + 130·r)·ε·‖B‖²·‖A‖² (as for σ,
+        // test_support.hpp), which reaches UᵀU − I through Σ⁻¹·…·Σ⁻¹ (Σ without s), V through
+        // the Cholesky of G_A, and the reconstruction through both: δμ/σ_r² per entry, r·δμ/σ_r² in
+        // the Frobenius norm over r² entries, 4× for the three factors of the reconstruction. With
+        // Frobenius norms of B and A this is conservative (in float at r = 12 it bounds nothing
+        // finer than ‖U‖, ‖V‖ ≤ 1); in double it is ~1e-9.
+        const double sigma_r = reference.singularValues()(r - 1) / std::abs(double(s));
+        const double nb = in_double(B).norm(), na = in_double(A).norm();
+        const double delta_mu = 2.0 * (d + k + 130 * r) * eps<T>() * nb * nb * na * na;
+        const double tolerance = 4.0 * r * delta_mu / (sigma_r * sigma_r);
+        const auto solve = [&](auto eigensystem) {
+          std::vector<T> sigma(r), x_b(r * r), x_a(r * r), work(lola::detail::svd_workspace_size(r));
+          REQUIRE(lola::detail::svd_from_grams(gb.data(), ga.data(), s, r, sigma.data(), x_b.data(), x_a.data(),
+                                               work.data(), eigensystem) == gram_spectrum::computed);
+          // σ is the σ-only kernel's, bit for bit.
+          std::vector<T> alone(r), work_alone(lola::detail::spectrum_workspace_size(r));
+          REQUIRE(lola::detail::spectrum_from_grams(gb.data(), ga.data(), s, r, alone.data(), work_alone.data(),
+                                                    eigensystem) == gram_spectrum::computed);
+          CHECK(alone == sigma);
+          const matrix_d U = in_double(matrix<T>(B * Eigen::Map<const matrix<T>>(x_b.data(), r, r)));
+          const matrix_d V = in_double(matrix<T>(A.transpose() * Eigen::Map<const matrix<T>>(x_a.data(), r, r)));
+          const Eigen::Matrix<double, Eigen::Dynamic, 1> sd =
+              Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>(sigma.data(), r).template cast<double>();
+          return std::tuple{U, V, sd};
+        };
+        const auto check_svd = [&](const matrix_d& U, const matrix_d& V, const Eigen::VectorXd& sd) {
+          CHECK((U.transpose() * U - matrix_d::Identity(r, r)).norm() <= tolerance);
+          CHECK((V.transpose() * V - matrix_d::Identity(r, r)).norm() <= tolerance);
+          CHECK((U * sd.asDiagonal() * V.transpose() - truth).norm() <= tolerance * std::abs(double(s)) * nb * na);
+        };
+        const auto [U_t, V_t, s_t] = solve(lola::detail::tridiagonal_eigensystem{});
+        const auto [U_j, V_j, s_j] = solve(lola::detail::jacobi_eigensystem{});
+        check_svd(U_t, V_t, s_t);
+        check_svd(U_j, V_j, s_j);
+        for (int i = 0; i < r; ++i)
+          CHECK(std::abs(s_t(i) - s_j(i)) <=
+                2 * sigma_tolerance<T>(d, k, r, double(s), nb, na, reference.singularValues()(i)));
+        // The wrong variant: X_A without L⁻ᵀ (V = Aᵀ·Z, Z = Lᵀ·X_A the eigenvectors of M), the step
+        // that makes V orthonormal: VᵀV = Zᵀ·G_A·Z is off by ‖A‖² ≫ the bound.
+        const Eigen::LLT<matrix_d> cholesky(in_double(ga));
+        const matrix_d z = cholesky.matrixL().solve(in_double(A) * V_t);  // L⁻¹·A·Aᵀ·X_A = Lᵀ·X_A = Z
+        const matrix_d wrong_v = in_double(A).transpose() * z;
+        CHECK_FALSE((wrong_v.transpose() * wrong_v - matrix_d::Identity(r, r)).norm() <= tolerance);
+      }
+    }
+  }
+
+  TEST_CASE_TEMPLATE("svd_from_grams leaves ill-conditioned factors to the Householder route and writes nothing",
+                     T, float, double) {
+    std::mt19937_64 rng(24);
+    const int d = 120, k = 90, r = 5;
+    matrix<T> B = gaussian<T>(d, r, rng);
+    const matrix<T> A = gaussian<T>(r, k, rng);
+    B.col(1) = B.col(0) + T(1e-3) * B.col(2);  // κ ≈ 1e3
+    matrix<T> gb, ga;
+    lola::detail::gram_into(B, gb);
+    lola::detail::gram_into(A.transpose(), ga);
+    std::vector<T> sigma(r, T(-1)), x_b(r * r, T(-1)), x_a(r * r, T(-1)), work(lola::detail::svd_workspace_size(r));
+    CHECK(lola::detail::svd_from_grams(gb.data(), ga.data(), T(1), r, sigma.data(), x_b.data(), x_a.data(),
+                                       work.data()) == gram_spectrum::needs_householder);
+    for (const auto* v : {&sigma, &x_b, &x_a})
+      for (T x : *v) CHECK(x == T(-1));
   }
 
   TEST_CASE_TEMPLATE("column_space: Q applied to no columns is the empty product on both routes", T, float, double) {

@@ -48,29 +48,23 @@ struct canonical_result {
   bool degenerate = false;
 };
 
-/// The canonical representative of e's GL(r) orbit (see the file comment).
-template <class E, class = std::enable_if_t<is_low_rank_expr_v<E>>>
-canonical_result<scalar_of_t<E>, storage_of_t<E>> canonicalize(
-    const E& e, canonical_form form = canonical_form::balanced,
-    canonical_options<scalar_of_t<E>> options = {}) {
-  using detail::as_compute, detail::largest_magnitude_signs, detail::scale_columns, detail::set_zero;
-  using S = scalar_of_t<E>;
-  using storage = storage_of_t<E>;
-  using vector = Eigen::Matrix<S, Eigen::Dynamic, 1>;
-  decltype(auto) f = detail::evaluator::factors(e);
-  const index d = f.rows(), k = f.cols(), r = f.rank();
-  const auto& B = as_compute<S>(f.B());
-  const auto& A = as_compute<S>(f.A());
-  detail::factor_space_svd<S, storage> svd;
-  detail::require_finite_factors(svd.compute(B, A, S(1), true), "canonicalize", d, k);
-  detail::require_finite_singular_values(svd.sigma, "canonicalize", d, k);
+namespace detail {
 
-  canonical_result<S, storage> out;
+/// The canonical form of s·B·A (B d×r, A r×k, read in S) from its factor-space SVD (of B·A, s = 1):
+/// the rank, gaps and factors of the file comment. canonicalize computes the SVD module by module;
+/// whole adapters adopt it from the batched r×r stage (canon/canonicalize_adapter.hpp).
+template <class S, class Storage, class BX, class AX>
+canonical_result<S, Storage> canonical_from_svd(const factor_space_svd<S, Storage>& svd, const BX& B, const AX& A,
+                                                S scale, canonical_form form, const canonical_options<S>& options) {
+  using vector = Eigen::Matrix<S, Eigen::Dynamic, 1>;
+  const index d = B.rows(), k = A.cols(), r = B.cols();
+  require_finite_singular_values(svd.sigma, "canonicalize", d, k);
+
+  canonical_result<S, Storage> out;
   out.singular_values = svd.sigma;
   const auto& sigma = out.singular_values;
-  const S threshold = options.rank_threshold >= 0 ? options.rank_threshold
-                                                  : detail::default_rank_threshold<S>(d, k);
-  const index kept = out.rank = detail::numerical_rank(sigma, threshold);
+  const S threshold = options.rank_threshold >= 0 ? options.rank_threshold : default_rank_threshold<S>(d, k);
+  const index kept = out.rank = numerical_rank(sigma, threshold);
   for (index i = 0; i + 1 < kept; ++i)
     out.min_relative_gap = std::min(out.min_relative_gap, (sigma(i) - sigma(i + 1)) / sigma(0));
   const S gap_threshold = options.gap_threshold >= 0
@@ -78,10 +72,10 @@ canonical_result<scalar_of_t<E>, storage_of_t<E>> canonicalize(
                               : std::sqrt(std::numeric_limits<S>::epsilon());
   out.degenerate = out.min_relative_gap < gap_threshold;
 
-  // B* = U·diag(left), A* = diag(right)·Vᵀ over the kept components, one GEMM each from B and A.
-  // The sign rule (largest_magnitude_signs) reads B*'s columns (a positive scaling keeps each
-  // column's largest entry), and the flips it picks are applied to B* in place and folded into
-  // A*'s weights.
+  // B* = U·diag(left), A* = diag(right)·Vᵀ over the kept components, one thin product each from B
+  // and A. The sign rule (largest_magnitude_signs) reads B*'s columns (a positive scaling keeps
+  // each column's largest entry), and the flips it picks are applied to B* in place and folded
+  // into A*'s weights.
   vector left(kept), right(kept);
   if (form == canonical_form::balanced) {
     left = sigma.head(kept).cwiseSqrt();
@@ -90,15 +84,32 @@ canonical_result<scalar_of_t<E>, storage_of_t<E>> canonicalize(
     left = sigma.head(kept);
     right = vector::Ones(kept);
   }
-  factor_matrix_t<storage, S> B_star(d, r), A_star(r, k);
+  factor_matrix_t<Storage, S> B_star(d, r), A_star(r, k);
   svd.u_diagonal_into(B, left, B_star.leftCols(kept));
   set_zero(B_star.rightCols(r - kept));
   const vector sign = largest_magnitude_signs(B_star.leftCols(kept));
   scale_columns(B_star.leftCols(kept), sign);
   svd.diagonal_vt_into(A, sign.cwiseProduct(right), A_star.topRows(kept));
   set_zero(A_star.bottomRows(r - kept));
-  out.factors = owning_low_rank<storage, S>(std::move(B_star), std::move(A_star), f.scale());
+  out.factors = owning_low_rank<Storage, S>(std::move(B_star), std::move(A_star), scale);
   return out;
+}
+
+}  // namespace detail
+
+/// The canonical representative of e's GL(r) orbit (see the file comment).
+template <class E, class = std::enable_if_t<is_low_rank_expr_v<E>>>
+canonical_result<scalar_of_t<E>, storage_of_t<E>> canonicalize(
+    const E& e, canonical_form form = canonical_form::balanced,
+    canonical_options<scalar_of_t<E>> options = {}) {
+  using detail::as_compute;
+  using S = scalar_of_t<E>;
+  decltype(auto) f = detail::evaluator::factors(e);
+  const auto& B = as_compute<S>(f.B());
+  const auto& A = as_compute<S>(f.A());
+  detail::factor_space_svd<S, storage_of_t<E>> svd;
+  detail::require_finite_factors(svd.compute(B, A, S(1), true), "canonicalize", f.rows(), f.cols());
+  return detail::canonical_from_svd(svd, B, A, f.scale(), form, options);
 }
 
 /// (Q_B, R_B·A) with B = Q_B·R_B, Rᵢᵢ ≥ 0: rank min(d, r), the input's scale. GL(r) → O(r) only.

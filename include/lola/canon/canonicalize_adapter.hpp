@@ -4,13 +4,22 @@
 /// canonical representative of its GL(r) orbit (canon/canonical_form.hpp), computed in S from the
 /// factors as stored and encoded back into the file's dtypes (ops/edit_modules.hpp). The scale of
 /// each module is kept. What `lola canonicalize` writes.
+///
+/// Batched by rank, the form a GPU needs (linalg/batched_factor_svd.hpp): the Grams of every
+/// module, one r×r call per rank for σ and the singular vectors' coefficients, then per module two
+/// thin products, the sign rule and the encoding. A module off the Gram route is decomposed alone.
+/// Each module's factors equal canonicalize's for it alone, bit for bit: the same Grams, the same
+/// kernel. Reads each factor twice (Gram, product), as canonicalize does.
 
 #include <atomic>
 #include <cstddef>
+#include <string>
+#include <vector>
 
 #include "lola/canon/canonical_form.hpp"
 #include "lola/io/adapter_view.hpp"
 #include "lola/io/encoded_adapter.hpp"
+#include "lola/linalg/batched_factor_svd.hpp"
 #include "lola/ops/edit_modules.hpp"
 
 namespace lola {
@@ -22,20 +31,45 @@ struct adapter_canonicalization {
   std::size_t degenerate = 0;
 };
 
+namespace detail {
+
+/// Every module of `in` as canonicalize(e, form) gives it, batched by rank (see the file comment):
+/// edit(i, c, out) receives module i's canonical_result<S> and its encoded_module.
+template <class S, class Edit>
+io::encoded_adapter edit_canonical_modules(const io::adapter_view& in, canonical_form form, const module_pass& pass,
+                                           Edit&& edit) {
+  std::vector<const io::module_view*> modules;
+  modules.reserve(in.modules.size());
+  for (const auto& m : in.modules) modules.push_back(&m);
+  const gram_route_batches<S> batches(
+      modules, [](const io::module_view&) { return S(1); },
+      [&](std::size_t i, const error& e) {
+        return error(e.code(), "module \"" + in.modules[i].name + "\": " + e.message());
+      },
+      pass.ex, true);
+  return edit_modules<S>(
+      in,
+      [&](std::size_t i, const auto& e, io::encoded_module& m) {
+        decltype(auto) f = evaluator::factors(e);
+        factor_space_svd<S> svd;
+        require_finite_factors(batches.svd_of(i, f.B(), f.A(), S(1), svd), "canonicalize", f.rows(), f.cols());
+        edit(i, canonical_from_svd(svd, f.B(), f.A(), f.scale(), form, canonical_options<S>{}), m);
+      },
+      pass);
+}
+
+}  // namespace detail
+
 template <class S = double>
 adapter_canonicalization canonicalize_adapter(const io::adapter_view& in,
                                               canonical_form form = canonical_form::balanced,
                                               const module_pass& pass = {}) {
   std::atomic<std::size_t> degenerate{0};
   adapter_canonicalization out;
-  out.adapter = edit_modules<S>(
-      in,
-      [&](std::size_t, const auto& e, io::encoded_module& m) {
-        const auto c = canonicalize(e, form);
-        if (c.degenerate) ++degenerate;
-        m.set_factors(c.factors.B(), c.factors.A(), m.scale);
-      },
-      pass);
+  out.adapter = detail::edit_canonical_modules<S>(in, form, pass, [&](std::size_t, const auto& c, io::encoded_module& m) {
+    if (c.degenerate) ++degenerate;
+    m.set_factors(c.factors.B(), c.factors.A(), m.scale);
+  });
   out.degenerate = degenerate.load();
   return out;
 }

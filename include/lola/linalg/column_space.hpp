@@ -58,8 +58,9 @@ class column_space {
   /// The largest κ(X) for which the Gram route is taken.
   static constexpr S gram_condition_limit = gram_route_condition_limit<S>;
 
+  /// gram: XᵀX when the caller has it (gram_into of this x), so that it is not computed again.
   template <class X>
-  void compute(const X& x) {
+  void compute(const X& x, const matrix* gram = nullptr) {
     m_ = x.rows();
     exponent_ = 0;
     scaled_ = factor();
@@ -69,7 +70,10 @@ class column_space {
       return;
     }
     if (m_ >= n) {
-      gram_into(x, r_);
+      if (gram)
+        r_ = *gram;
+      else
+        gram_into(x, r_);
       if (in_range(r_.diagonal().maxCoeff(), n) || !rescale(x)) {
         factor_by_route(x, true);
         return;

@@ -3,18 +3,22 @@
 /// lola::low_rank_svd: the thin SVD of ΔW = s·B·A computed from the factors.
 ///
 ///   B = Q_B·R_B,  Aᵀ = Q_A·R_A            (O(d·r²) and O(k·r²), linalg/column_space.hpp)
-///   C = s·R_B·R_Aᵀ = P·Σ·Sᵀ               (SVD of the p_b×p_a core, O(r³): from the eigenvectors of
-///                                          CᵀC when both factors took the Gram route, so κ(C) ≤ 16;
-///                                          otherwise Eigen's BDCSVD)
+///   C = s·R_B·R_Aᵀ = P·Σ·Sᵀ               (SVD of the p_b×p_a core by Eigen's BDCSVD, O(r³))
 ///   U = Q_B·P (d×p),  V = Q_A·S (k×p),  p = min(d, k, r)
-/// so ΔW = U·Σ·Vᵀ without ever forming the d×k matrix: O((d + k)·r² + r³) in all.
+/// so ΔW = U·Σ·Vᵀ without ever forming the d×k matrix: O((d + k)·r² + r³) in all. When both
+/// factors are well conditioned (κ ≤ 4, linalg/gram_condition.hpp) and their Grams in range, the
+/// r×r work is instead the Gram kernel svd_from_grams (linalg/spectrum_from_grams.hpp: Cholesky of
+/// G_A = L·Lᵀ, the eigen-decomposition of M = Lᵀ·G_B·L, U = B·X_B and V = Aᵀ·X_A), the very
+/// kernel whole adapters run batched by rank, so a module's results do not depend on whether it
+/// was computed alone or in a batch.
 /// Each triangular factor is exact for a small relative perturbation of its factor (Householder,
 /// or Cholesky of the Gram for factors with κ ≤ 4), and the core SVD is backward stable, so σᵢ
-/// carries an absolute error of order ε·|s|·‖B‖·‖A‖ (a constant up to 16 times larger on the
-/// Gram route).
+/// carries an absolute error of order ε·|s|·‖B‖·‖A‖ (on the Gram route, one of order
+/// 16·r·ε·s²·‖B‖²·‖A‖²/σᵢ, κ ≤ 4 bounding σ₁/σᵢ by 16).
 ///
-/// Range: nothing squares a value that can leave the compute type's range. The factors are
-/// rescaled by exact powers of two where their Grams would overflow or underflow
+/// Range: nothing squares a value that can leave the compute type's range. The Gram route needs
+/// Grams in range and scales them by exact powers of four (spectrum_from_grams.hpp). Otherwise the
+/// factors are rescaled by exact powers of two where their Grams would overflow or underflow
 /// (column_space.hpp: R_B = 2^e_B·R'_B, R_A = 2^e_A·R'_A); the core R'_B·R'_Aᵀ is scaled by 2^-e_C
 /// so that its largest entry is in [½, 1) (O(r²), always), decomposed without s, and
 ///   σᵢ(s·B·A) = |s|·2^(e_B + e_A + e_C)·σᵢ(core),   U, V unchanged (U negated when s < 0),
@@ -30,15 +34,19 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include <Eigen/Core>
 #include <Eigen/Eigenvalues>
 #include <Eigen/SVD>
 
+#include "lola/backend/eigen/batched_spectra.hpp"
 #include "lola/backend/eigen/evaluate.hpp"
 #include "lola/core/error.hpp"
 #include "lola/core/shape.hpp"
 #include "lola/linalg/column_space.hpp"
+#include "lola/linalg/spectrum_from_grams.hpp"
+#include "lola/linalg/thin_qr.hpp"
 
 namespace lola {
 
@@ -84,24 +92,56 @@ index numerical_rank(const V& sigma, typename V::Scalar threshold) {
   return static_cast<index>((sigma.array() > threshold * sigma(0)).count());
 }
 
-/// The factor-space SVD in its pieces, s·B·A = (Q_B·P)·Σ·(Q_A·S)ᵀ: the column spaces of B and Aᵀ,
-/// σ, and the core's singular vectors P (core_u) and S (core_v). low_rank_svd forms U and V from
-/// them; canonical forms build U·D and D'·Vᵀ for diagonal D directly, one GEMM each from B or A.
+/// The factor-space SVD in its pieces, s·B·A = U·Σ·Vᵀ with U and V never formed unless asked:
+///   Gram route (both factors κ ≤ 4, d ≥ r, k ≥ r, their Grams in range): the r×r kernel
+///     svd_from_grams (linalg/spectrum_from_grams.hpp) on G_B and G_A gives σ and U = B·X_B,
+///     V = Aᵀ·X_A;
+///   otherwise: the column spaces of B and Aᵀ (linalg/column_space.hpp) and the core's SVD by
+///     BDCSVD, U = Q_B·P, V = Q_A·S (P = core_u, S = core_v).
+/// low_rank_svd forms U and V from them; canonical forms build U·D and D'·Vᵀ for diagonal D
+/// directly, one thin product each from B or A. Whole adapters compute the Gram route of many
+/// modules batched by rank and adopt each result (adopt_gram_route).
 template <class S, class Storage = host_storage>
 struct factor_space_svd {
   using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
   using vector = Eigen::Matrix<S, Eigen::Dynamic, 1>;
 
-  column_space<S, Storage> b_space, a_space;
-  vector sigma;          ///< σ₁ ≥ … ≥ σ_p, p = min(d, k, r)
-  matrix core_u, core_v;  ///< P and S, when vectors were requested
+  column_space<S, Storage> b_space, a_space;  ///< off the Gram route only
+  vector sigma;           ///< σ₁ ≥ … ≥ σ_p, p = min(d, k, r)
+  matrix core_u, core_v;  ///< P and S, off the Gram route, when vectors were requested
+  matrix x_b, x_a;        ///< X_B and X_A, on the Gram route, when vectors were requested
+  bool gram_route = false;
 
   /// False (nothing else meaningful) when the factors or s are not finite. σᵢ is +inf only when
   /// the exact σᵢ exceeds the range of S (see the file comment).
   template <class BX, class AX>
   bool compute(const BX& B, const AX& A, S s, bool vectors) {
-    b_space.compute(B);
-    a_space.compute(A.transpose());
+    const index d = B.rows(), r = B.cols(), k = A.cols();
+    matrix b_gram, a_gram;
+    const bool grams = r > 0 && d >= r && k >= r;
+    if (grams) {
+      gram_into(B, b_gram);
+      gram_into(A.transpose(), a_gram);
+      if (std::isfinite(s) && squared_norms_in_range<S>(b_gram.diagonal().maxCoeff(), d, r) &&
+          squared_norms_in_range<S>(a_gram.diagonal().maxCoeff(), k, r)) {
+        sigma.resize(r);
+        if (vectors) {
+          x_b.resize(r, r);
+          x_a.resize(r, r);
+        }
+        std::vector<S> work(static_cast<std::size_t>(svd_workspace_size(static_cast<int>(r))));
+        const auto status = svd_from_grams(b_gram.data(), a_gram.data(), s, int(r), sigma.data(),
+                                           vectors ? x_b.data() : nullptr, vectors ? x_a.data() : nullptr,
+                                           work.data(), tridiagonal_eigensystem{});
+        if (status == gram_spectrum::computed && sigma.allFinite()) {
+          gram_route = true;
+          return true;
+        }
+      }
+    }
+    gram_route = false;
+    b_space.compute(B, grams ? &b_gram : nullptr);
+    a_space.compute(A.transpose(), grams ? &a_gram : nullptr);
     matrix core = b_space.R() * a_space.R().transpose();  // p_b × p_a, of the rescaled factors
     if (!core.allFinite() || !std::isfinite(s)) return false;
     int exponent = b_space.exponent() + a_space.exponent();
@@ -124,16 +164,49 @@ struct factor_space_svd {
     return true;
   }
 
+  /// The Gram route's result computed elsewhere (svd_from_grams on the same Grams, e.g. batched):
+  /// σ (r), X_B and X_A (r×r).
+  template <class V, class X>
+  void adopt_gram_route(const V& sigma_in, const X& x_b_in, const X& x_a_in) {
+    gram_route = true;
+    sigma = sigma_in;
+    x_b = x_b_in;
+    x_a = x_a_in;
+  }
+
   /// out = U·diag(w) over the first w.size() singular vectors (d×n); B as passed to compute().
   template <class BX, class W, class Out>
   void u_diagonal_into(const BX& B, const W& w, Out&& out) const {
-    b_space.basis_times_into(B, core_u.leftCols(w.size()) * w.asDiagonal(), out);
+    if (w.size() == 0) return;
+    if (gram_route) {
+      const matrix coefficients = x_b.leftCols(w.size()) * w.asDiagonal();
+      thin_product_into<S>(B, coefficients, out);
+    } else {
+      b_space.basis_times_into(B, core_u.leftCols(w.size()) * w.asDiagonal(), out);
+    }
   }
-  /// out = diag(w)·Vᵀ over the first w.size() singular vectors (n×k), in A's layout.
+  /// out = V·diag(w) over the first w.size() singular vectors (k×n).
+  template <class AX, class W, class Out>
+  void v_diagonal_into(const AX& A, const W& w, Out&& out) const {
+    if (w.size() == 0) return;
+    if (gram_route) {
+      const matrix coefficients = x_a.leftCols(w.size()) * w.asDiagonal();
+      thin_product_into<S>(A.transpose(), coefficients, out);
+    } else {
+      a_space.basis_times_into(A.transpose(), core_v.leftCols(w.size()) * w.asDiagonal(), out);
+    }
+  }
+  /// out = diag(w)·Vᵀ over the first w.size() singular vectors (n×k), in A's layout: outᵀ is one
+  /// thin product reading A as stored.
   template <class AX, class W, class Out>
   void diagonal_vt_into(const AX& A, const W& w, Out&& out) const {
-    a_space.transposed_basis_times_into(A.transpose(), core_v.leftCols(w.size()) * w.asDiagonal(),
-                                        out);
+    if (w.size() == 0) return;
+    if (gram_route) {
+      const matrix coefficients = x_a.leftCols(w.size()) * w.asDiagonal();
+      thin_product_into<S>(A.transpose(), coefficients, out.transpose());
+    } else {
+      a_space.transposed_basis_times_into(A.transpose(), core_v.leftCols(w.size()) * w.asDiagonal(), out);
+    }
   }
 
  private:
@@ -143,33 +216,14 @@ struct factor_space_svd {
       sigma.resize(0);
       core_u.resize(core.rows(), 0);
       core_v.resize(core.cols(), 0);
-    } else if (!(b_space.via_gram() && a_space.via_gram() && decompose_by_cross_product(core, vectors))) {
-      const Eigen::BDCSVD<matrix> svd(
-          core, vectors ? unsigned(Eigen::ComputeThinU | Eigen::ComputeThinV) : 0u);
-      sigma = svd.singularValues();
-      if (vectors) {
-        core_u = svd.matrixU();
-        core_v = svd.matrixV();
-      }
+      return;
     }
-  }
-
-  /// The SVD C = P·Σ·Sᵀ of a square core from the eigen-decomposition CᵀC = S·Σ²·Sᵀ, with
-  /// P = C·S·Σ⁻¹; false (nothing written) when C is singular. Taken when both factors went the
-  /// Gram route, so κ(C) ≤ κ(R_B)·κ(R_A) ≤ 16: the eigenvalues carry an absolute error of order
-  /// ε·σ₁², hence σᵢ one of order ε·σ₁²/σᵢ ≤ 16·ε·σ₁, the accuracy the Gram route already has.
-  /// A 16×16 core costs 6–9 µs this way against 26–35 µs for BDCSVD.
-  bool decompose_by_cross_product(const matrix& core, bool vectors) {
-    const matrix cross = core.transpose() * core;
-    const Eigen::SelfAdjointEigenSolver<matrix> eigen(
-        cross, vectors ? Eigen::ComputeEigenvectors : Eigen::EigenvaluesOnly);
-    if (eigen.info() != Eigen::Success || !(eigen.eigenvalues()(0) > 0)) return false;
-    sigma = eigen.eigenvalues().reverse().cwiseSqrt();
+    const Eigen::BDCSVD<matrix> svd(core, vectors ? unsigned(Eigen::ComputeThinU | Eigen::ComputeThinV) : 0u);
+    sigma = svd.singularValues();
     if (vectors) {
-      core_v = eigen.eigenvectors().rowwise().reverse();
-      core_u = core * core_v * sigma.cwiseInverse().asDiagonal();
+      core_u = svd.matrixU();
+      core_v = svd.matrixV();
     }
-    return true;
   }
 };
 
@@ -219,17 +273,18 @@ class low_rank_svd {
     }
     singular_values_ = std::move(parts.sigma);
     const index p = singular_values_.size();
+    const vector ones = vector::Ones(p);
     if (options & compute_u) {
       u_ = matrix(rows_, p);
-      parts.b_space.basis_times_into(B, parts.core_u, u_);
+      parts.u_diagonal_into(B, ones, u_);
     }
     if (options & compute_v) {
       v_ = matrix(cols_, p);
-      parts.a_space.basis_times_into(A.transpose(), parts.core_v, v_);
+      parts.v_diagonal_into(A, ones, v_);
     }
     if (options & compute_vt) {
       vt_ = matrix(p, cols_);
-      parts.a_space.transposed_basis_times_into(A.transpose(), parts.core_v, vt_);
+      parts.diagonal_vt_into(A, ones, vt_);
     }
     info_ = Eigen::Success;
     computed_ = true;

@@ -27,14 +27,25 @@
 /// per rank (features/adapter_spectra.hpp): on the CPU through the host backend, on the GPU
 /// through the Thrust launch (backend/thrust/batched_spectra.hpp).
 ///
-/// The route: the CPU's (linalg/low_rank_svd.hpp) decides per factor by the same rule
-/// (linalg/gram_condition.hpp: κ ≤ 4 from the Gram alone) whether the Gram route may serve, and so
-/// does this kernel: a module with a factor outside it gets gram_spectrum::needs_householder and no
-/// σ, and the caller computes it by the Householder route, as the CPU does. Within it both compute
-/// the eigenvalues of M = CᵀC for the core C = R_B·R_Aᵀ (here M = Lᵀ·G_B·L with G_A = L·Lᵀ =
-/// R_Aᵀ·R_A, so L·… = C up to the order of the sums), so the two agree to the accuracy of the
-/// Gram route: μᵢ carries an absolute error of order r·κ²·ε·‖B‖²·‖A‖², κ² ≤ 16, and σᵢ one of order
-/// s²·16·r·ε·‖B‖²·‖A‖²/σᵢ. Entries past min(d, k) cannot occur: such a factor is rank-deficient.
+/// The route: a factor with κ > 4 (linalg/gram_condition.hpp, decided from its Gram alone), a
+/// rank-deficient one, or d < r or k < r gets gram_spectrum::needs_householder and no σ; the caller
+/// computes it by the Householder route. Within it, μᵢ carries an absolute error of order
+/// r·κ²·ε·‖B‖²·‖A‖², κ² ≤ 16, and σᵢ one of order s²·16·r·ε·‖B‖²·‖A‖²/σᵢ. Entries past min(d, k)
+/// cannot occur: such a factor is rank-deficient. This kernel is the Gram route of the CPU's
+/// factor-space SVD too (linalg/low_rank_svd.hpp calls it module by module with the host
+/// eigen-solver), so a module's σ is the same whether computed alone or batched.
+///
+/// Singular vectors (svd_from_grams): with M = Z·diag(μ)·Zᵀ,
+///   V = Aᵀ·L⁻ᵀ·Z,   U = sign(s)·B·L·Z·Σ⁻¹   (Σ = diag(σ)/|s|)
+/// since VᵀV = Zᵀ·L⁻¹·G_A·L⁻ᵀ·Z = I, ΔWᵀ·ΔW·V = s²·Aᵀ·G_B·L·Z = s²·Aᵀ·L⁻ᵀ·Z·diag(μ) = V·Σ²·s²
+/// (G_B·L·Z = L⁻ᵀ·Z·diag(μ) is M's eigen-equation), and U = ΔW·V·Σ⁻¹/|s| = sign(s)·B·G_A·L⁻ᵀ·Z·Σ⁻¹.
+/// So the kernel returns the r×r coefficients X_B = sign(s)·L·Z·Σ⁻¹ and X_A = L⁻ᵀ·Z, and the caller
+/// forms U = B·X_B and V = Aᵀ·X_A with the thin-product primitive, one more read of each factor.
+/// Only G_A is factorised; G_B enters through M. UᵀU = Σ⁻¹·Zᵀ·M·Z·Σ⁻¹ = I up to the eigen-solver's
+/// O(r·ε·‖M‖), i.e. columns orthonormal to O(r·ε·σ₁²/(σᵢ·σⱼ)) ≤ O(256·r·ε) on the Gram route
+/// (κ(M) ≤ κ(B)²·κ(A)² ≤ 256). A singular M (μ_r = 0) leaves U undefined: needs_householder. Whole
+/// adapters run this stage batched per rank for canonical forms and resizes as well
+/// (canon/canonicalize_adapter.hpp, ops/resize_adapter.hpp).
 
 #include <cmath>
 
@@ -46,13 +57,16 @@ namespace lola::detail {
 
 /// Scalars of workspace spectrum_from_grams needs for rank r.
 LOLA_HOST_DEVICE constexpr int spectrum_workspace_size(int r) { return 3 * r * r; }
+/// Scalars of workspace svd_from_grams needs for rank r with singular vectors.
+LOLA_HOST_DEVICE constexpr int svd_workspace_size(int r) { return 4 * r * r; }
 
 /// What spectrum_from_grams did for a module.
 enum class gram_spectrum : int {
   failed = 0,           ///< an input is not finite, or an eigenvalue iteration did not converge
-  computed = 1,         ///< σ written
+  computed = 1,         ///< σ written (and X_B, X_A when asked for)
   needs_householder = 2 ///< a factor is outside the Gram route (κ > 4, rank-deficient, d < r or
-                        ///< k < r): nothing written; compute it by the Householder route
+                        ///< k < r; with vectors also a singular M): nothing written; compute it
+                        ///< by the Householder route
 };
 
 /// h with 4^h > max diag(G) ≥ 4^(h−1), so that 4^-h·G has its largest diagonal entry in [¼, 1); 0
@@ -68,29 +82,33 @@ LOLA_HOST_DEVICE int gram_quarter_exponent(const S* g, int r) {
   return e >= 0 ? (e + 1) / 2 : -((-e) / 2);
 }
 
-/// The eigenvalues of a symmetric r×r matrix by cyclic Jacobi (linalg/jacobi_eigen.hpp): the
-/// kernel's own eigen-solver, for device code. eigenvalues(m, r, w) writes m's eigenvalues to w in
-/// descending order (m destroyed) and returns false when m is not finite or the iteration did not
-/// converge; a backend may pass its own (backend/eigen/batched_spectra.hpp).
-struct jacobi_eigenvalues {
+/// The eigen-decomposition of a symmetric r×r matrix by cyclic Jacobi (linalg/jacobi_eigen.hpp):
+/// the kernel's own eigen-solver, for device code. eigensystem(m, r, w, z) writes m's eigenvalues
+/// to w in descending order and, when z is not null, the matching orthonormal eigenvectors as the
+/// columns of z (r×r column-major); m is destroyed. It returns false when m is not finite or the
+/// iteration did not converge. A backend may pass its own (backend/eigen/batched_spectra.hpp).
+struct jacobi_eigensystem {
   template <class S>
-  LOLA_HOST_DEVICE bool operator()(S* m, int r, S* w) const {
-    return jacobi_eigen(m, r, w, static_cast<S*>(nullptr));
+  LOLA_HOST_DEVICE bool operator()(S* m, int r, S* w, S* z) const {
+    return jacobi_eigen(m, r, w, z);
   }
 };
 
 /// Writes σ₁ ≥ … ≥ σ_r ≥ 0 of s·B·A to sigma[0..r) from G_B = BᵀB and G_A = A·Aᵀ (r×r,
 /// column-major, symmetric with both triangles stored; left unchanged), when both factors pass
-/// the Gram route's rule (see the file comment). `work` holds spectrum_workspace_size(r) scalars.
-/// The eigenvalues of M come from `eigenvalues` (jacobi_eigenvalues' contract).
-template <class S, class Eigenvalues = jacobi_eigenvalues>
-LOLA_HOST_DEVICE gram_spectrum spectrum_from_grams(const S* b_gram, const S* a_gram, S s, int r, S* sigma,
-                                                   S* work, Eigenvalues eigenvalues = {}) {
+/// the Gram route's rule (see the file comment); when x_b and x_a are not null, also the r×r
+/// coefficients of the singular vectors, U = B·X_B and V = Aᵀ·X_A (column-major, column i for
+/// σᵢ). `work` holds spectrum_workspace_size(r) scalars, svd_workspace_size(r) with vectors. The
+/// eigen-decomposition of M comes from `eigensystem` (jacobi_eigensystem's contract).
+template <class S, class Eigensystem = jacobi_eigensystem>
+LOLA_HOST_DEVICE gram_spectrum svd_from_grams(const S* b_gram, const S* a_gram, S s, int r, S* sigma, S* x_b,
+                                              S* x_a, S* work, Eigensystem eigensystem = {}) {
   using std::abs;
   using std::frexp;
   using std::ldexp;
   using std::sqrt;
   const int rr = r * r;
+  const bool vectors = x_b != nullptr && x_a != nullptr;
   if (!(abs(s) <= kernel_limits<S>::max)) return gram_spectrum::failed;
   for (int i = 0; i < rr; ++i)
     if (!(abs(b_gram[i]) <= kernel_limits<S>::max && abs(a_gram[i]) <= kernel_limits<S>::max))
@@ -102,6 +120,7 @@ LOLA_HOST_DEVICE gram_spectrum spectrum_from_grams(const S* b_gram, const S* a_g
   S* m = work;           // M'
   S* w = work + rr;      // W = L', G_A' = L'·L'ᵀ: L' = 2^-h_a·L
   S* t = work + 2 * rr;  // G_B'·W = 4^-h_b·(G_B·W), of the size of G_B': the scaling is exact
+  S* z = vectors ? work + 3 * rr : nullptr;  // M's eigenvectors
   if (!cholesky_lower(a_gram, r, w)) return gram_spectrum::needs_householder;
   for (int i = 0; i < rr; ++i) w[i] = ldexp(w[i], -h_a);
   for (int j = 0; j < r; ++j)
@@ -116,19 +135,47 @@ LOLA_HOST_DEVICE gram_spectrum spectrum_from_grams(const S* b_gram, const S* a_g
       for (int l = i; l < r; ++l) sum += w[l + i * r] * t[l + j * r];
       m[i + j * r] = m[j + i * r] = sum;  // one triangle, mirrored: M exactly symmetric
     }
-  if (!eigenvalues(m, r, sigma)) return gram_spectrum::failed;
+  if (!eigensystem(m, r, sigma, z)) return gram_spectrum::failed;
+  if (vectors) {
+    // μ' = sigma (descending): X_B = sign(s)·2^-h_b·L'·Z·diag(μ')^-½ needs μ'_r > 0.
+    if (!(r == 0 || sigma[r - 1] > 0)) return gram_spectrum::needs_householder;
+    for (int j = 0; j < r; ++j) {
+      const S inverse = (s < 0 ? S(-1) : S(1)) / sqrt(sigma[j]);
+      for (int i = 0; i < r; ++i) {
+        S sum = 0;
+        for (int l = 0; l <= i; ++l) sum += w[i + l * r] * z[l + j * r];  // L' lower triangular
+        x_b[i + j * r] = ldexp(sum * inverse, -h_b);
+      }
+      // X_A = 2^-h_a·L'⁻ᵀ·Z: back substitution with the upper triangular L'ᵀ.
+      for (int i = r - 1; i >= 0; --i) {
+        S sum = z[i + j * r];
+        for (int l = i + 1; l < r; ++l) sum -= w[l + i * r] * x_a[l + j * r];
+        x_a[i + j * r] = sum / w[i + i * r];
+      }
+      for (int i = 0; i < r; ++i) x_a[i + j * r] = ldexp(x_a[i + j * r], -h_a);
+    }
+  }
   int q = 0;
   const S mantissa = frexp(abs(s), &q);  // |s| = mantissa·2^q, mantissa in [½, 1)
   for (int i = 0; i < r; ++i) sigma[i] = sigma[i] > 0 ? ldexp(mantissa * sqrt(sigma[i]), q + h_b + h_a) : S(0);
   return gram_spectrum::computed;
 }
 
+/// σ only: svd_from_grams without vectors (spectrum_workspace_size(r) scalars of work).
+template <class S, class Eigensystem = jacobi_eigensystem>
+LOLA_HOST_DEVICE gram_spectrum spectrum_from_grams(const S* b_gram, const S* a_gram, S s, int r, S* sigma,
+                                                   S* work, Eigensystem eigensystem = {}) {
+  return svd_from_grams(b_gram, a_gram, s, r, sigma, static_cast<S*>(nullptr), static_cast<S*>(nullptr), work,
+                        eigensystem);
+}
+
 /// Module i of a batch of modules of one rank r, stored one after another (r×r column-major Grams,
-/// r singular values, spectrum_workspace_size(r) scalars of work): σ of s_i·B_i·A_i into
-/// sigma + i·r, what spectrum_from_grams did into status[i]. The work item every launcher of the
-/// batched r×r stage runs (a Thrust policy; the host backend's executor threads, with its own
-/// eigen-solver).
-template <class S, class Eigenvalues = jacobi_eigenvalues>
+/// r singular values, r×r coefficients X_B and X_A when x_b and x_a are not null, and
+/// svd_workspace_size(r) scalars of work with vectors, spectrum_workspace_size(r) without): σ of
+/// s_i·B_i·A_i into sigma + i·r, what svd_from_grams did into status[i]. The work item every
+/// launcher of the batched r×r stage runs (a Thrust policy; the host backend's executor threads,
+/// with its own eigen-solver).
+template <class S, class Eigensystem = jacobi_eigensystem>
 struct spectrum_from_grams_item {
   const S* b_grams;
   const S* a_grams;
@@ -137,13 +184,17 @@ struct spectrum_from_grams_item {
   S* work;
   int* status;
   int r;
-  Eigenvalues eigenvalues{};
+  Eigensystem eigensystem{};
+  S* x_b = nullptr;
+  S* x_a = nullptr;
 
   LOLA_HOST_DEVICE void operator()(index i) const {
     const index rr = index(r) * r;
-    status[i] = static_cast<int>(spectrum_from_grams(b_grams + i * rr, a_grams + i * rr, scales[i], r,
-                                                     sigma + i * r, work + i * spectrum_workspace_size(r),
-                                                     eigenvalues));
+    const bool vectors = x_b != nullptr && x_a != nullptr;
+    const index work_size = vectors ? svd_workspace_size(r) : spectrum_workspace_size(r);
+    status[i] = static_cast<int>(svd_from_grams(b_grams + i * rr, a_grams + i * rr, scales[i], r, sigma + i * r,
+                                                vectors ? x_b + i * rr : x_b, vectors ? x_a + i * rr : x_a,
+                                                work + i * work_size, eigensystem));
   }
 };
 

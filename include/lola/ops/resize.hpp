@@ -113,15 +113,14 @@ struct resize_result {
   Eigen::Matrix<S, Eigen::Dynamic, 1> singular_values;  ///< all σ of B·A (scale excluded)
 };
 
-/// ΔW's best approximation of the rank `rule` selects.
-template <class E, class = std::enable_if_t<is_low_rank_expr_v<E>>>
-resize_result<scalar_of_t<E>, storage_of_t<E>> resize(const E& e, const rank_rule& rule,
-                                                      canonical_form form = canonical_form::left) {
-  using S = scalar_of_t<E>;
-  using storage = storage_of_t<E>;
-  canonical_result<S, storage> c = canonicalize(e, form);
-  const index max_rank = std::min(e.rank(), static_cast<index>(c.singular_values.size()));
-  resize_result<S, storage> out;
+namespace detail {
+
+/// The resize of a module of rank r from its canonical form c (canonicalize in `form`): the first
+/// k components, k chosen by `rule` from c's σ.
+template <class S, class Storage>
+resize_result<S, Storage> resize_from_canonical(canonical_result<S, Storage>&& c, index r, const rank_rule& rule) {
+  const index max_rank = std::min(r, static_cast<index>(c.singular_values.size()));
+  resize_result<S, Storage> out;
   out.rank = select_rank(c.singular_values, rule, max_rank);
   out.singular_values = std::move(c.singular_values);
   // ‖ΔW_k‖_F/‖ΔW‖_F on tᵢ = σᵢ/σ₁, which cannot overflow (σ descending).
@@ -129,10 +128,19 @@ resize_result<scalar_of_t<E>, storage_of_t<E>> resize(const E& e, const rank_rul
   const S largest = sigma.size() > 0 ? sigma(0) : S(0);
   out.retained_fro_fraction =
       largest > 0 ? (sigma.head(out.rank) / largest).norm() / (sigma / largest).norm() : S(1);
-  factor_matrix_t<storage, S> B(c.factors.B().leftCols(out.rank));
-  factor_matrix_t<storage, S> A(c.factors.A().topRows(out.rank));
-  out.factors = owning_low_rank<storage, S>(std::move(B), std::move(A), c.factors.scale());
+  factor_matrix_t<Storage, S> B(c.factors.B().leftCols(out.rank));
+  factor_matrix_t<Storage, S> A(c.factors.A().topRows(out.rank));
+  out.factors = owning_low_rank<Storage, S>(std::move(B), std::move(A), c.factors.scale());
   return out;
+}
+
+}  // namespace detail
+
+/// ΔW's best approximation of the rank `rule` selects.
+template <class E, class = std::enable_if_t<is_low_rank_expr_v<E>>>
+resize_result<scalar_of_t<E>, storage_of_t<E>> resize(const E& e, const rank_rule& rule,
+                                                      canonical_form form = canonical_form::left) {
+  return detail::resize_from_canonical(canonicalize(e, form), e.rank(), rule);
 }
 
 /// Truncation to a fixed rank k (clamped to the module's rank).

@@ -11,7 +11,8 @@
 /// b_grams and a_grams, its scale at scales[i], its σ at sigma + i·r (descending), its
 /// gram_spectrum in status[i]; work holds n·spectrum_workspace_size(r) scalars. Nothing is thrown:
 /// a module the Gram route does not serve (needs_householder) or that failed is the caller's to
-/// compute another way.
+/// compute another way. With x_b and x_a the coefficients of the singular vectors are written
+/// too (svd_from_grams), the r×r stage of whole-adapter canonical forms.
 
 #include <Eigen/Core>
 #include <Eigen/Eigenvalues>
@@ -22,27 +23,30 @@
 
 namespace lola::detail {
 
-/// jacobi_eigenvalues' contract (linalg/spectrum_from_grams.hpp) by Eigen's SelfAdjointEigenSolver,
-/// eigenvalues only.
-struct tridiagonal_eigenvalues {
+/// jacobi_eigensystem's contract (linalg/spectrum_from_grams.hpp) by Eigen's SelfAdjointEigenSolver:
+/// the eigenvalues, and the eigenvectors when z is not null.
+struct tridiagonal_eigensystem {
   template <class S>
-  bool operator()(S* m, int r, S* w) const {
+  bool operator()(S* m, int r, S* w, S* z) const {
     using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
     const Eigen::Map<const matrix> a(m, r, r);
     if (!a.allFinite()) return false;
-    const Eigen::SelfAdjointEigenSolver<matrix> eigen(a, Eigen::EigenvaluesOnly);
+    const Eigen::SelfAdjointEigenSolver<matrix> eigen(a, z ? Eigen::ComputeEigenvectors : Eigen::EigenvaluesOnly);
     if (eigen.info() != Eigen::Success) return false;
     for (int i = 0; i < r; ++i) w[i] = eigen.eigenvalues()(r - 1 - i);  // ascending → descending
+    if (z) Eigen::Map<matrix>(z, r, r) = eigen.eigenvectors().rowwise().reverse();
     return true;
   }
 };
 
-/// σ and gram_spectrum of n modules of rank r (see the file comment), on ex's threads.
+/// σ and gram_spectrum of n modules of rank r (see the file comment), on ex's threads; with x_b
+/// and x_a (n r×r each, work n·svd_workspace_size(r)) the singular vectors' coefficients too.
 template <class S>
 void spectra_from_grams(const executor& ex, index n, int r, const S* b_grams, const S* a_grams, const S* scales,
-                        S* sigma, S* work, int* status) {
+                        S* sigma, S* work, int* status, S* x_b = nullptr, S* x_a = nullptr) {
   parallel_for(ex, n,
-               spectrum_from_grams_item<S, tridiagonal_eigenvalues>{b_grams, a_grams, scales, sigma, work, status, r},
+               spectrum_from_grams_item<S, tridiagonal_eigensystem>{b_grams, a_grams, scales, sigma, work, status, r,
+                                                                    {}, x_b, x_a},
                fine_grain(ex, n));
 }
 

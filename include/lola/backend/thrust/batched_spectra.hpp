@@ -32,10 +32,13 @@ namespace lola {
 /// caller computes it by the Householder route, as the CPU's low_rank_svd does for that factor, so
 /// that both reach the same accuracy. Throws lola::error (numerical), naming the first module
 /// whose Grams were not finite or whose iteration did not converge; the other modules' results
-/// are written.
+/// are written. With x_b and x_a (n r×r each; work then n·detail::svd_workspace_size(r)) the
+/// coefficients of the singular vectors too, U_i = B_i·X_B,i and V_i = A_iᵀ·X_A,i (svd_from_grams):
+/// the r×r stage of whole-adapter canonical forms and resizes.
 template <class Policy, class S>
 void batched_spectra_from_grams(const Policy& policy, index n, int r, const S* b_grams,
-                                const S* a_grams, const S* scales, S* sigma, S* work, int* status) {
+                                const S* a_grams, const S* scales, S* sigma, S* work, int* status,
+                                S* x_b = nullptr, S* x_a = nullptr) {
   if (n < 0 || r < 0)
     throw error(error_code::invalid_argument,
                 "batched_spectra_from_grams: negative count (" + std::to_string(n) +
@@ -43,7 +46,7 @@ void batched_spectra_from_grams(const Policy& policy, index n, int r, const S* b
   if (n == 0) return;
   thrust::for_each(policy, thrust::counting_iterator<index>(0), thrust::counting_iterator<index>(n),
                    detail::spectrum_from_grams_item<S>{b_grams, a_grams, scales, sigma, work,
-                                                       status, r});
+                                                       status, r, {}, x_b, x_a});
   const int* failed = thrust::find(policy, status, status + n, 0);
   if (failed != status + n)
     throw error(error_code::numerical,
