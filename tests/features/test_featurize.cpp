@@ -411,6 +411,12 @@ TEST_SUITE("features.featurize") {
         CHECK((in_double(F.row(0).segment(at[j], d * r)) - to_row(U)).norm() <= tolerance);
         CHECK((in_double(F.row(0).segment(at[j] + d * r, k * r)) - to_row(V)).norm() <=
               tolerance * (balanced ? 1.0 : 1.0 / ref.sigma1));
+        // The table's items are decomposed batched by rank: each is canonicalize's result for the
+        // module alone, bit for bit (U row-major, then V = A*ᵀ row-major).
+        const auto alone = lola::canonicalize(lola::factor(m.B, m.A), form).factors;
+        const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> u = alone.B(), v = alone.A().transpose();
+        CHECK((F.row(0).segment(at[j], d * r).array() == Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(u.data(), d * r).array()).all());
+        CHECK((F.row(0).segment(at[j] + d * r, k * r).array() == Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(v.data(), k * r).array()).all());
       }
     }
   }

@@ -71,6 +71,7 @@
 #include "lola/features/spectrum.hpp"
 #include "lola/io/adapter.hpp"
 #include "lola/io/module_lookup.hpp"
+#include "lola/linalg/batched_factor_svd.hpp"
 
 namespace lola {
 
@@ -389,6 +390,12 @@ void featurize_rows(const feature_table_layout<S, Adapter>& layout, const std::v
     spectra = detail::batched_singular_values<S>(
         modules, [&](const module_type& m) { return options.fold_scale ? static_cast<S>(m.scale) : S(1); },
         module_error, ex);
+  // canonical: the factor-space SVDs of every item (of B·A, the scale apart) batched by rank
+  // likewise, with the singular vectors (linalg/batched_factor_svd.hpp); each item's factors are
+  // canonicalize's for it alone, bit for bit.
+  std::optional<gram_route_batches<S>> canonical_svds;
+  if (options.kind == feature_kind::canonical)
+    canonical_svds.emplace(modules, [](const module_type&) { return S(1); }, module_error, ex, true);
 
   // svd items only copy σ: taken in runs; the rest one by one.
   const index grain = options.kind == feature_kind::svd ? fine_grain(ex, N * L) : 1;
@@ -432,7 +439,10 @@ void featurize_rows(const feature_table_layout<S, Adapter>& layout, const std::v
             break;
           }
           case feature_kind::canonical: {
-            const auto canonical = canonicalize(delta, options.form).factors;
+            factor_space_svd<S, storage> svd;
+            require_finite_factors(canonical_svds->svd_of(std::size_t(item), B, A, S(1), svd), "canonicalize",
+                                   b.rows, b.cols);
+            const auto canonical = canonical_from_svd(svd, B, A, s, options.form, canonical_options<S>{}).factors;
             write_factor_block(dst, canonical.scale(), canonical.B(), canonical.A());
             break;
           }
