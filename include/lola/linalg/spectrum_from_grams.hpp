@@ -1,8 +1,9 @@
 #pragma once
 /// @file
-/// The singular values of ΔW = s·B·A from the two r×r Grams G_B = BᵀB and G_A = A·Aᵀ alone: the
-/// per-module r×r step of the batched singular-value algorithm (Grams by a batched GEMM, then this
-/// kernel once per module), on plain column-major storage and callable from device code.
+/// The singular values of ΔW = s·B·A, and optionally its singular vectors as r×r coefficients of B
+/// and Aᵀ, from the two r×r Grams G_B = BᵀB and G_A = A·Aᵀ alone: the per-module r×r step of the
+/// batched factor-space SVD (Grams by a batched GEMM, then this kernel once per module), on plain
+/// column-major storage and callable from device code.
 ///
 ///   G_A = W·Wᵀ                           (Cholesky, W = L lower triangular)
 ///   M = Wᵀ·G_B·W = Z·diag(μ)·Zᵀ          (symmetric positive semi-definite, r×r)
@@ -38,7 +39,8 @@
 /// Singular vectors (svd_from_grams): with M = Z·diag(μ)·Zᵀ,
 ///   V = Aᵀ·L⁻ᵀ·Z,   U = sign(s)·B·L·Z·Σ⁻¹   (Σ = diag(σ)/|s|)
 /// since VᵀV = Zᵀ·L⁻¹·G_A·L⁻ᵀ·Z = I, ΔWᵀ·ΔW·V = s²·Aᵀ·G_B·L·Z = s²·Aᵀ·L⁻ᵀ·Z·diag(μ) = V·Σ²·s²
-/// (G_B·L·Z = L⁻ᵀ·Z·diag(μ) is M's eigen-equation), and U = ΔW·V·Σ⁻¹/|s| = sign(s)·B·G_A·L⁻ᵀ·Z·Σ⁻¹.
+/// (G_B·L·Z = L⁻ᵀ·Z·diag(μ) is M's eigen-equation), and U = ΔW·V·Σ⁻¹/|s| = sign(s)·B·G_A·L⁻ᵀ·Z·Σ⁻¹
+/// = sign(s)·B·L·Z·Σ⁻¹.
 /// So the kernel returns the r×r coefficients X_B = sign(s)·L·Z·Σ⁻¹ and X_A = L⁻ᵀ·Z, and the caller
 /// forms U = B·X_B and V = Aᵀ·X_A with the thin-product primitive, one more read of each factor.
 /// Only G_A is factorised; G_B enters through M. UᵀU = Σ⁻¹·Zᵀ·M·Z·Σ⁻¹ = I up to the eigen-solver's
