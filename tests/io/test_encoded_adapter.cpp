@@ -376,4 +376,68 @@ TEST_SUITE("io.encoded_adapter") {
     CHECK(io::encode_elements(values, 5, io::dtype::BF16, out) == 2);
     CHECK(io::encode_elements(values, 2, io::dtype::BF16, out) == 2);  // none: n
   }
+
+  TEST_CASE("encode_elements in blocks: each value's bits as the one-value conversion, the first overflow past a block") {
+    // 1000 values cross several of encode_elements' 256-value blocks. The reference is the same
+    // function called on one value at a time (no block structure), which the narrowing test above
+    // ties to Eigen's conversions.
+    std::mt19937 rng(7);
+    std::normal_distribution<double> normal(0.0, 3.0);
+    std::vector<double> values(1000);
+    for (auto& v : values) v = normal(rng);
+    values[10] = std::numeric_limits<double>::infinity();  // inf as input: encoded as inf, not an overflow
+    values[300] = -std::numeric_limits<double>::infinity();
+    values[400] = std::numeric_limits<double>::quiet_NaN();
+    for (const io::dtype t : {io::dtype::F64, io::dtype::F32, io::dtype::F16, io::dtype::BF16}) {
+      CAPTURE(io::dtype_name(t));
+      const std::size_t width = io::dtype_bits(t) / 8;
+      std::vector<std::byte> blocked(values.size() * width), single(values.size() * width);
+      CHECK(io::encode_elements(values.data(), values.size(), t, blocked.data()) == values.size());
+      for (std::size_t i = 0; i < values.size(); ++i) io::encode_elements(&values[i], 1, t, single.data() + i * width);
+      CHECK(blocked == single);
+    }
+    // A finite value beyond F16's range at 700, another at 900: the first is reported, and both are
+    // written as inf like every other value.
+    values[700] = 70000.0;
+    values[900] = -1e6;
+    std::vector<std::byte> out(values.size() * 2);
+    CHECK(io::encode_elements(values.data(), values.size(), io::dtype::F16, out.data()) == 700);
+    std::uint16_t at_900;
+    std::memcpy(&at_900, out.data() + 2 * 900, 2);
+    CHECK(at_900 == 0xFC00u);  // -inf
+    values[900] = -3.4e39;  // beyond float: F32 and BF16 report it
+    CHECK(io::encode_elements(values.data(), values.size(), io::dtype::F32, std::vector<std::byte>(4000).data()) == 900);
+    CHECK(io::encode_elements(values.data(), values.size(), io::dtype::BF16, out.data()) == 900);
+  }
+
+  TEST_CASE("tensor::encode: column-major, wide, strided and expression inputs give the row-major bytes") {
+    // encode reads a row-major matrix in place and anything else in tiles of at most 256 columns;
+    // the bytes must not depend on the path. Shapes: B-like (tall, whole rows per tile), A-like
+    // (wider than a tile: row segments), and a single row and column.
+    std::mt19937 rng(3);
+    std::normal_distribution<double> normal;
+    for (const auto& [rows, cols] : std::vector<std::pair<lola::index, lola::index>>{{700, 16}, {5, 600}, {1, 300}, {513, 1}}) {
+      CAPTURE(rows);
+      CAPTURE(cols);
+      Eigen::MatrixXd m(rows, cols);
+      for (lola::index j = 0; j < cols; ++j)
+        for (lola::index i = 0; i < rows; ++i) m(i, j) = normal(rng);
+      const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> row_major = m;
+      const std::vector<std::uint64_t> shape{std::uint64_t(rows), std::uint64_t(cols)};
+      for (const io::dtype t : {io::dtype::F32, io::dtype::F16, io::dtype::BF16}) {
+        CAPTURE(io::dtype_name(t));
+        const auto want = io::tensor::from_matrix("w", t, shape, row_major).data;
+        CHECK(io::tensor::from_matrix("w", t, shape, m).data == want);
+        CHECK(io::tensor::from_matrix("w", t, shape, (m * 2.0) * 0.5).data == want);  // an expression
+        Eigen::MatrixXd padded = Eigen::MatrixXd::Zero(rows + 3, cols);
+        padded.topRows(rows) = m;
+        CHECK(io::tensor::from_matrix("w", t, shape, padded.topRows(rows)).data == want);  // outer stride ≠ rows
+        // A wrong transposition would differ (unless the matrix is a single row or column).
+        if (rows > 1 && cols > 1) {
+          const Eigen::MatrixXd transposed_values = Eigen::Map<const Eigen::MatrixXd>(row_major.data(), rows, cols);
+          CHECK(io::tensor::from_matrix("w", t, shape, transposed_values).data != want);
+        }
+      }
+    }
+  }
 }

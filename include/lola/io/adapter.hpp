@@ -262,8 +262,8 @@ std::string B_factor_key(adapter_format format, const Module& m) {
 }
 
 /// The tensors of a file about to be written: some held elsewhere (an adapter's passthrough and
-/// extras, an encoded module's factors), referenced; some made for the write, owned. Serialized by
-/// detail::serialize_tensors, each is copied once, into the file image.
+/// extras, an encoded module's factors), referenced; some made for the write, owned. Laid out by
+/// detail::lay_out_tensors and written from where they are, with no copy into a file image.
 struct tensor_list {
   std::deque<tensor> owned;  ///< a deque: the items' pointers stay valid as it grows
   std::vector<const tensor*> items;

@@ -327,48 +327,56 @@ std::size_t encode_elements(const S* values, std::size_t n, dtype t, std::byte* 
     std::memcpy(bytes, values, n * sizeof(S));
     return n;
   }
+  // Block by block through local arrays, so that each loop is a plain map that compilers vectorize
+  // (no early exit, no store through std::byte*): the target's bits, then one copy out. A block in
+  // which some value became ±inf is searched again for the first finite value that did.
+  constexpr std::size_t block = 256;
   std::size_t overflow = n;
-  auto note = [&](std::size_t i, bool narrowed_to_inf) {
-    if (narrowed_to_inf && overflow == n && !Eigen::numext::isinf(values[i])) overflow = i;
+  const auto encode_block = [&](auto zero, auto encode_bits, auto infinite_bits) {
+    using bits_type = decltype(zero);
+    bits_type bits[block];
+    for (std::size_t begin = 0; begin < n; begin += block) {
+      const std::size_t count = std::min(block, n - begin);
+      const S* v = values + begin;
+      bits_type any_infinite = 0;
+      for (std::size_t i = 0; i < count; ++i) {
+        bits[i] = encode_bits(v[i]);
+        any_infinite |= infinite_bits(bits[i]) ? 1 : 0;
+      }
+      if (detail::host_is_little_endian())
+        std::memcpy(bytes + begin * sizeof(bits_type), bits, count * sizeof(bits_type));
+      else
+        for (std::size_t i = 0; i < count; ++i) detail::store_le(bytes + (begin + i) * sizeof(bits_type), bits[i]);
+      if (any_infinite && overflow == n)
+        for (std::size_t i = 0; i < count; ++i)
+          if (infinite_bits(bits[i]) && !Eigen::numext::isinf(v[i])) {
+            overflow = begin + i;
+            break;
+          }
+    }
   };
   switch (t) {
     case dtype::F64:
-      for (std::size_t i = 0; i < n; ++i) {
-        const double v = static_cast<double>(values[i]);
-        std::uint64_t bits;
-        std::memcpy(&bits, &v, sizeof bits);
-        detail::store_le(bytes + 8 * i, bits);
-        note(i, std::isinf(v));
-      }
+      encode_block(
+          std::uint64_t{0}, [](S x) { return Eigen::numext::bit_cast<std::uint64_t>(static_cast<double>(x)); },
+          [](std::uint64_t b) { return (b & 0x7FFFFFFFFFFFFFFFu) == 0x7FF0000000000000u; });
       break;
     case dtype::F32:
-      for (std::size_t i = 0; i < n; ++i) {
-        const float v = static_cast<float>(values[i]);
-        std::uint32_t bits;
-        std::memcpy(&bits, &v, sizeof bits);
-        detail::store_le(bytes + 4 * i, bits);
-        note(i, std::isinf(v));
-      }
+      encode_block(
+          std::uint32_t{0}, [](S x) { return Eigen::numext::bit_cast<std::uint32_t>(static_cast<float>(x)); },
+          [](std::uint32_t b) { return (b & 0x7FFFFFFFu) == 0x7F800000u; });
       break;
     case dtype::F16:
-      for (std::size_t i = 0; i < n; ++i) {
-        const Eigen::half v(static_cast<float>(values[i]));
-        detail::store_le(bytes + 2 * i, Eigen::numext::bit_cast<std::uint16_t>(v));
-        note(i, Eigen::numext::isinf(v));
-      }
+      encode_block(
+          std::uint16_t{0},
+          [](S x) { return Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(static_cast<float>(x))); },
+          [](std::uint16_t b) { return (b & 0x7FFFu) == 0x7C00u; });
       break;
-    default: {  // BF16: one branch-free pass (it vectorizes), and a second only when a value became inf
-      bool any_inf = false;
-      for (std::size_t i = 0; i < n; ++i) {
-        const std::uint16_t b = detail::narrow_to_bf16_bits(static_cast<float>(values[i]));
-        detail::store_le(bytes + 2 * i, b);
-        any_inf |= (b & 0x7FFFu) == 0x7F80u;
-      }
-      if (any_inf)
-        for (std::size_t i = 0; i < n && overflow == n; ++i)
-          note(i, Eigen::numext::isinf(Eigen::bfloat16(static_cast<float>(values[i]))));
+    default:
+      encode_block(
+          std::uint16_t{0}, [](S x) { return detail::narrow_to_bf16_bits(static_cast<float>(x)); },
+          [](std::uint16_t b) { return (b & 0x7FFFu) == 0x7F80u; });
       break;
-    }
   }
   return overflow;
 }

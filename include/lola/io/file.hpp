@@ -61,6 +61,13 @@
 
 namespace lola::io {
 
+/// A run of bytes to write: a file is written from the runs in order, wherever each lives (a
+/// safetensors header, then each tensor's data), with no image of the whole file assembled first.
+struct byte_run {
+  const void* data = nullptr;
+  std::size_t size = 0;
+};
+
 namespace detail {
 
 /// error_code::io: "<path>: <what>: <strerror(err)>" (the last part only when err is nonzero).
@@ -254,22 +261,30 @@ inline bool write_all(int fd, const void* data, std::size_t n, std::size_t& done
   return true;
 }
 
-/// Creates path exclusively (O_CREAT | O_EXCL | O_NOFOLLOW; mode less the umask), writes data and
-/// fsyncs it. Returns 0, or the errno of the step that failed, named in `what`; a failure after
-/// the creation removes the file.
-inline int create_file_exclusive(const std::string& path, const void* data, std::size_t size,
-                                 std::string& what, mode_t mode = 0666) {
+/// Creates path exclusively (O_CREAT | O_EXCL | O_NOFOLLOW; mode less the umask), writes the runs
+/// in order and fsyncs it. Returns 0, or the errno of the step that failed, named in `what`; a
+/// failure after the creation removes the file.
+inline int create_file_exclusive(const std::string& path, const std::vector<byte_run>& runs, std::string& what,
+                                 mode_t mode = 0666) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, mode);
   if (fd < 0) {
     what = "cannot create a temporary file beside it";
     return errno;
   }
   int err = 0;
-  std::size_t done = 0;
-  if (!write_all(fd, data, size, done)) {
-    err = errno;
-    what = "cannot write (" + std::to_string(done) + " of " + std::to_string(size) + " bytes written)";
-  } else if (::fsync(fd) != 0) {
+  std::size_t written = 0, total = 0;
+  for (const byte_run& run : runs) total += run.size;
+  for (const byte_run& run : runs) {
+    std::size_t done = 0;
+    const bool ok = write_all(fd, run.data, run.size, done);
+    written += done;
+    if (!ok) {
+      err = errno;
+      what = "cannot write (" + std::to_string(written) + " of " + std::to_string(total) + " bytes written)";
+      break;
+    }
+  }
+  if (err == 0 && ::fsync(fd) != 0) {
     err = errno;
     what = "cannot flush to disk (fsync)";
   }
@@ -389,11 +404,14 @@ enum class if_exists {
 class staged_file {
  public:
   /// Errors: error_code::io naming path and the system's reason (ENOSPC, EFBIG, EACCES, ...).
-  staged_file(std::string path, const void* data, std::size_t size) : path_(std::move(path)) {
+  staged_file(std::string path, const void* data, std::size_t size)
+      : staged_file(std::move(path), std::vector<byte_run>{{data, size}}) {}
+  /// The file made of the runs, in order.
+  staged_file(std::string path, const std::vector<byte_run>& runs) : path_(std::move(path)) {
     for (int attempt = 0;; ++attempt) {
       tmp_ = detail::temporary_sibling(path_);
       std::string what;
-      const int err = detail::create_file_exclusive(tmp_, data, size, what);
+      const int err = detail::create_file_exclusive(tmp_, runs, what);
       if (err == 0) return;
       if (err == EEXIST && attempt < 100) continue;
       tmp_.clear();
@@ -438,6 +456,11 @@ inline void write_file_atomic(const std::string& path, const void* data, std::si
   staged_file(path, data, size).commit(existing);
 }
 
+inline void write_file_atomic(const std::string& path, const std::vector<byte_run>& runs,
+                              if_exists existing = if_exists::replace) {
+  staged_file(path, runs).commit(existing);
+}
+
 inline void write_file_atomic(const std::string& path, std::string_view text,
                               if_exists existing = if_exists::replace) {
   write_file_atomic(path, text.data(), text.size(), existing);
@@ -480,7 +503,7 @@ inline void carry_directory_entries(const std::string& from, const std::string& 
       if (::link(source.c_str(), target.c_str()) == 0) continue;
       const file_bytes bytes(source);
       std::string what;
-      if (const int err = create_file_exclusive(target, bytes.data(), bytes.size(), what, 0600))
+      if (const int err = create_file_exclusive(target, {{bytes.data(), bytes.size()}}, what, 0600))
         throw io_error(target, what, err);
       ::chmod(target.c_str(), st.st_mode & 07777);
     } else {

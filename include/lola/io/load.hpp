@@ -194,19 +194,22 @@ void save_adapter(const basic_adapter<Module>& a, const std::string& path, save_
   if (a.format == adapter_format::kohya) {
     if (form == save_form::directory)
       throw error(error_code::invalid_argument, path + ": a kohya adapter is saved as one file");
-    const auto bytes = detail::serialize_tensors(kohya_tensor_list(a).items, a.metadata);
-    write_file_atomic(path, bytes.data(), bytes.size());
+    const auto list = kohya_tensor_list(a);
+    const auto layout = detail::lay_out_tensors(list.items, a.metadata);
+    write_file_atomic(path, layout.runs());
     return;
   }
   metadata_map metadata = a.metadata;
   if (std::none_of(metadata.begin(), metadata.end(), [](const auto& kv) { return kv.first == "format"; }))
     metadata.emplace_back("format", "pt");
-  const auto bytes = detail::serialize_tensors(peft_tensor_list(a).items, metadata);
+  const auto list = peft_tensor_list(a);
+  const auto layout = detail::lay_out_tensors(list.items, metadata);
+  const auto weights_runs = layout.runs();
   const bool needs_config = form == save_form::directory || peft_needs_config(a);
   const std::string config_text = needs_config ? peft_config_json(a).dump(2) + "\n" : "";
   if (form == save_form::directory) {
     write_directory_atomic(path, {"adapter_model.safetensors", "adapter_config.json"}, [&](const std::string& dir) {
-      staged_file weights(detail::join_path(dir, "adapter_model.safetensors"), bytes.data(), bytes.size());
+      staged_file weights(detail::join_path(dir, "adapter_model.safetensors"), weights_runs);
       staged_file config(detail::join_path(dir, "adapter_config.json"), config_text.data(), config_text.size());
       weights.commit();
       config.commit();
@@ -222,7 +225,7 @@ void save_adapter(const basic_adapter<Module>& a, const std::string& path, save_
     throw error(error_code::io, config_path + " exists and gives other ranks or scalings; " + path +
                                     " needs its own adapter_config.json: save it as a directory or "
                                     "in another directory");
-  staged_file weights(path, bytes.data(), bytes.size());
+  staged_file weights(path, weights_runs);
   if (!needs_config || config_exists) {
     weights.commit();
     return;
