@@ -53,20 +53,25 @@ namespace detail {
 /// The canonical form of s·B·A (B d×r, A r×k, read in S) from its factor-space SVD (of B·A, s = 1):
 /// the rank, gaps and factors of the file comment. canonicalize computes the SVD module by module;
 /// whole adapters adopt it from the batched r×r stage (canon/canonicalize_adapter.hpp).
+/// `components` (0 ≤ components ≤ r; default r) is the width of the factors formed, d×components
+/// and components×k: the leading components only, which is what a resize to that rank keeps, at
+/// components/r of the thin products' cost. Rank, gaps and σ are those of the whole form.
 template <class S, class Storage, class BX, class AX>
 canonical_result<S, Storage> canonical_from_svd(const factor_space_svd<S, Storage>& svd, const BX& B, const AX& A,
-                                                S scale, canonical_form form, const canonical_options<S>& options) {
+                                                S scale, canonical_form form, const canonical_options<S>& options,
+                                                index components = -1) {
   using vector = Eigen::Matrix<S, Eigen::Dynamic, 1>;
-  const index d = B.rows(), k = A.cols(), r = B.cols();
+  const index d = B.rows(), k = A.cols(), r = components >= 0 ? std::min(components, B.cols()) : B.cols();
   require_finite_singular_values(svd.sigma, "canonicalize", d, k);
 
   canonical_result<S, Storage> out;
   out.singular_values = svd.sigma;
   const auto& sigma = out.singular_values;
   const S threshold = options.rank_threshold >= 0 ? options.rank_threshold : default_rank_threshold<S>(d, k);
-  const index kept = out.rank = numerical_rank(sigma, threshold);
-  for (index i = 0; i + 1 < kept; ++i)
+  out.rank = numerical_rank(sigma, threshold);
+  for (index i = 0; i + 1 < out.rank; ++i)
     out.min_relative_gap = std::min(out.min_relative_gap, (sigma(i) - sigma(i + 1)) / sigma(0));
+  const index kept = std::min(out.rank, r);
   const S gap_threshold = options.gap_threshold >= 0
                               ? options.gap_threshold
                               : std::sqrt(std::numeric_limits<S>::epsilon());

@@ -33,11 +33,12 @@ struct adapter_canonicalization {
 
 namespace detail {
 
-/// Every module of `in` as canonicalize(e, form) gives it, batched by rank (see the file comment):
-/// edit(i, c, out) receives module i's canonical_result<S> and its encoded_module.
+/// Every module of `in` edited from its factor-space SVD with singular vectors, batched by rank
+/// (see the file comment): edit(i, svd, B, A, scale, out) receives module i's factor_space_svd<S>
+/// (of B·A, the SVD canonicalize computes for it alone), its factors read in S, its scale, and its
+/// encoded_module.
 template <class S, class Edit>
-io::encoded_adapter edit_canonical_modules(const io::adapter_view& in, canonical_form form, const module_pass& pass,
-                                           Edit&& edit) {
+io::encoded_adapter edit_modules_from_svds(const io::adapter_view& in, const module_pass& pass, Edit&& edit) {
   std::vector<const io::module_view*> modules;
   modules.reserve(in.modules.size());
   for (const auto& m : in.modules) modules.push_back(&m);
@@ -52,8 +53,8 @@ io::encoded_adapter edit_canonical_modules(const io::adapter_view& in, canonical
       [&](std::size_t i, const auto& e, io::encoded_module& m) {
         decltype(auto) f = evaluator::factors(e);
         factor_space_svd<S> svd;
-        require_finite_factors(batches.svd_of(i, f.B(), f.A(), S(1), svd), "canonicalize", f.rows(), f.cols());
-        edit(i, canonical_from_svd(svd, f.B(), f.A(), f.scale(), form, canonical_options<S>{}), m);
+        batches.finite_svd_of(i, f.B(), f.A(), S(1), svd, "canonicalize");
+        edit(i, svd, f.B(), f.A(), f.scale(), m);
       },
       pass);
 }
@@ -66,10 +67,12 @@ adapter_canonicalization canonicalize_adapter(const io::adapter_view& in,
                                               const module_pass& pass = {}) {
   std::atomic<std::size_t> degenerate{0};
   adapter_canonicalization out;
-  out.adapter = detail::edit_canonical_modules<S>(in, form, pass, [&](std::size_t, const auto& c, io::encoded_module& m) {
-    if (c.degenerate) ++degenerate;
-    m.set_factors(c.factors.B(), c.factors.A(), m.scale);
-  });
+  out.adapter = detail::edit_modules_from_svds<S>(
+      in, pass, [&](std::size_t, const auto& svd, const auto& B, const auto& A, S scale, io::encoded_module& m) {
+        const auto c = detail::canonical_from_svd(svd, B, A, scale, form, canonical_options<S>{});
+        if (c.degenerate) ++degenerate;
+        m.set_factors(c.factors.B(), c.factors.A(), m.scale);
+      });
   out.degenerate = degenerate.load();
   return out;
 }

@@ -440,8 +440,7 @@ void featurize_rows(const feature_table_layout<S, Adapter>& layout, const std::v
           }
           case feature_kind::canonical: {
             factor_space_svd<S, storage> svd;
-            require_finite_factors(canonical_svds->svd_of(std::size_t(item), B, A, S(1), svd), "canonicalize",
-                                   b.rows, b.cols);
+            canonical_svds->finite_svd_of(std::size_t(item), B, A, S(1), svd, "canonicalize");
             const auto canonical = canonical_from_svd(svd, B, A, s, options.form, canonical_options<S>{}).factors;
             write_factor_block(dst, canonical.scale(), canonical.B(), canonical.A());
             break;

@@ -46,14 +46,14 @@ class gram_route_batches {
   gram_route_batches(const std::vector<const Module*>& modules, ScaleOf scale_of, Annotate annotate,
                      const executor& ex, bool vectors)
       : vectors_(vectors), batch_of_(modules.size(), nullptr), slot_(modules.size(), 0),
-        in_range_(modules.size(), 0) {
+        has_grams_(modules.size(), 0), in_range_(modules.size(), 0) {
     const std::size_t n = modules.size();
     // Each module's batch, by rank, and its slot there, from the shapes alone; none for a module
     // the Gram route cannot serve whatever its values (r = 0, d < r or k < r).
     for (std::size_t i = 0; i < n; ++i) {
       const Module& m = *modules[i];
       const index r = m.rank();
-      if (r == 0 || m.rows() < r || m.cols() < r) continue;
+      if (!gram_route_shape(m.rows(), m.cols(), r)) continue;
       batch& b = batches_[r];
       batch_of_[i] = &b;
       slot_[i] = static_cast<index>(b.members);
@@ -98,7 +98,8 @@ class gram_route_batches {
       } catch (const error& e) {
         throw annotate(i, e);
       }
-      in_range_[i] = squared_norms_in_range<S>(largest_b, m.rows(), r) && squared_norms_in_range<S>(largest_a, m.cols(), r);
+      has_grams_[i] = 1;
+      in_range_[i] = grams_in_range<S>(largest_b, largest_a, m.rows(), m.cols(), r);
     }, fine_grain(ex, static_cast<index>(n)));
 
     // 2. One batched r×r call per rank (a module whose Grams were out of range is computed too,
@@ -127,8 +128,8 @@ class gram_route_batches {
   }
 
   /// Module i's factor-space SVD of s·B·A (B, A read in S; s its scale_of): adopted from the batch
-  /// when served(i), else computed alone (low_rank_svd's factor_space_svd). False when the factors
-  /// or s are not finite.
+  /// when served(i), else computed alone (low_rank_svd's factor_space_svd) from the batch's Grams
+  /// when it has them. False when the factors or s are not finite.
   template <class Storage, class BX, class AX>
   bool svd_of(std::size_t i, const BX& B, const AX& A, S s, factor_space_svd<S, Storage>& svd) const {
     if (vectors_ && served(i)) {
@@ -138,7 +139,18 @@ class gram_route_batches {
                            Eigen::Map<const matrix>(b.x_a.data() + at * rr, r, r));
       return true;
     }
-    return svd.compute(B, A, s, vectors_);
+    if (!has_grams_[i]) return svd.compute(B, A, s, vectors_);
+    const batch& b = *batch_of_[i];
+    const std::size_t at = std::size_t(slot_[i] * B.cols() * B.cols());
+    return svd.compute(B, A, s, vectors_, b.b_grams.data() + at, b.a_grams.data() + at);
+  }
+
+  /// svd_of, non-finite factors or s being error_code::numerical as low_rank_svd reports them
+  /// (require_finite_factors, naming `function`).
+  template <class Storage, class BX, class AX>
+  void finite_svd_of(std::size_t i, const BX& B, const AX& A, S s, factor_space_svd<S, Storage>& svd,
+                     const char* function) const {
+    require_finite_factors(svd_of(i, B, A, s, svd), function, B.rows(), A.cols());
   }
 
  private:
@@ -154,7 +166,7 @@ class gram_route_batches {
   std::map<index, batch> batches_;  // map nodes do not move: the pointers below stay valid
   std::vector<batch*> batch_of_;
   std::vector<index> slot_;
-  std::vector<char> in_range_;
+  std::vector<char> has_grams_, in_range_;
 };
 
 }  // namespace lola::detail

@@ -92,6 +92,16 @@ index numerical_rank(const V& sigma, typename V::Scalar threshold) {
   return static_cast<index>((sigma.array() > threshold * sigma(0)).count());
 }
 
+/// Whether a d×k module of rank r can take the Gram route, whatever its values: r > 0, d ≥ r, k ≥ r.
+inline bool gram_route_shape(index d, index k, index r) noexcept { return r > 0 && d >= r && k >= r; }
+
+/// Whether Grams whose largest diagonal entries are largest_b (BᵀB, B d×r) and largest_a (A·Aᵀ, A
+/// r×k) are in the range the Gram route needs (squared_norms_in_range, linalg/thin_qr.hpp).
+template <class S>
+bool grams_in_range(S largest_b, S largest_a, index d, index k, index r) {
+  return squared_norms_in_range<S>(largest_b, d, r) && squared_norms_in_range<S>(largest_a, k, r);
+}
+
 /// The factor-space SVD in its pieces, s·B·A = U·Σ·Vᵀ with U and V never formed unless asked:
 ///   Gram route (both factors κ ≤ 4, d ≥ r, k ≥ r, their Grams in range): the r×r kernel
 ///     svd_from_grams (linalg/spectrum_from_grams.hpp) on G_B and G_A gives σ and U = B·X_B,
@@ -113,17 +123,22 @@ struct factor_space_svd {
   bool gram_route = false;
 
   /// False (nothing else meaningful) when the factors or s are not finite. σᵢ is +inf only when
-  /// the exact σᵢ exceeds the range of S (see the file comment).
+  /// the exact σᵢ exceeds the range of S (see the file comment). grams_b and grams_a, when given,
+  /// are BᵀB and A·Aᵀ (r×r, column-major) as gram_into computes them, already at hand (a batch's).
   template <class BX, class AX>
-  bool compute(const BX& B, const AX& A, S s, bool vectors) {
+  bool compute(const BX& B, const AX& A, S s, bool vectors, const S* grams_b = nullptr, const S* grams_a = nullptr) {
     const index d = B.rows(), r = B.cols(), k = A.cols();
     matrix b_gram, a_gram;
-    const bool grams = r > 0 && d >= r && k >= r;
+    const bool grams = gram_route_shape(d, k, r);
     if (grams) {
-      gram_into(B, b_gram);
-      gram_into(A.transpose(), a_gram);
-      if (std::isfinite(s) && squared_norms_in_range<S>(b_gram.diagonal().maxCoeff(), d, r) &&
-          squared_norms_in_range<S>(a_gram.diagonal().maxCoeff(), k, r)) {
+      if (grams_b != nullptr && grams_a != nullptr) {
+        b_gram = Eigen::Map<const matrix>(grams_b, r, r);
+        a_gram = Eigen::Map<const matrix>(grams_a, r, r);
+      } else {
+        gram_into(B, b_gram);
+        gram_into(A.transpose(), a_gram);
+      }
+      if (std::isfinite(s) && grams_in_range<S>(b_gram.diagonal().maxCoeff(), a_gram.diagonal().maxCoeff(), d, k, r)) {
         sigma.resize(r);
         if (vectors) {
           x_b.resize(r, r);

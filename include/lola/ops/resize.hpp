@@ -115,22 +115,23 @@ struct resize_result {
 
 namespace detail {
 
-/// The resize of a module of rank r from its canonical form c (canonicalize in `form`): the first
-/// k components, k chosen by `rule` from c's σ.
-template <class S, class Storage>
-resize_result<S, Storage> resize_from_canonical(canonical_result<S, Storage>&& c, index r, const rank_rule& rule) {
-  const index max_rank = std::min(r, static_cast<index>(c.singular_values.size()));
+/// The resize of s·B·A (B d×r, A r×k, read in S) from its factor-space SVD (of B·A): the first k
+/// components of its canonical form, k chosen by `rule` from σ before any factor is formed, so
+/// only those k components are (canonical_from_svd's `components`).
+template <class S, class Storage, class BX, class AX>
+resize_result<S, Storage> resize_from_svd(const factor_space_svd<S, Storage>& svd, const BX& B, const AX& A, S scale,
+                                          const rank_rule& rule, canonical_form form) {
+  const index max_rank = std::min(B.cols(), static_cast<index>(svd.sigma.size()));
   resize_result<S, Storage> out;
-  out.rank = select_rank(c.singular_values, rule, max_rank);
+  out.rank = select_rank(svd.sigma, rule, max_rank);
+  canonical_result<S, Storage> c = canonical_from_svd(svd, B, A, scale, form, canonical_options<S>{}, out.rank);
   out.singular_values = std::move(c.singular_values);
   // ‖ΔW_k‖_F/‖ΔW‖_F on tᵢ = σᵢ/σ₁, which cannot overflow (σ descending).
   const auto& sigma = out.singular_values;
   const S largest = sigma.size() > 0 ? sigma(0) : S(0);
   out.retained_fro_fraction =
       largest > 0 ? (sigma.head(out.rank) / largest).norm() / (sigma / largest).norm() : S(1);
-  factor_matrix_t<Storage, S> B(c.factors.B().leftCols(out.rank));
-  factor_matrix_t<Storage, S> A(c.factors.A().topRows(out.rank));
-  out.factors = owning_low_rank<Storage, S>(std::move(B), std::move(A), c.factors.scale());
+  out.factors = std::move(c.factors);
   return out;
 }
 
@@ -140,7 +141,14 @@ resize_result<S, Storage> resize_from_canonical(canonical_result<S, Storage>&& c
 template <class E, class = std::enable_if_t<is_low_rank_expr_v<E>>>
 resize_result<scalar_of_t<E>, storage_of_t<E>> resize(const E& e, const rank_rule& rule,
                                                       canonical_form form = canonical_form::left) {
-  return detail::resize_from_canonical(canonicalize(e, form), e.rank(), rule);
+  using detail::as_compute;
+  using S = scalar_of_t<E>;
+  decltype(auto) f = detail::evaluator::factors(e);
+  const auto& B = as_compute<S>(f.B());
+  const auto& A = as_compute<S>(f.A());
+  detail::factor_space_svd<S, storage_of_t<E>> svd;
+  detail::require_finite_factors(svd.compute(B, A, S(1), true), "canonicalize", f.rows(), f.cols());
+  return detail::resize_from_svd(svd, B, A, f.scale(), rule, form);
 }
 
 /// Truncation to a fixed rank k (clamped to the module's rank).

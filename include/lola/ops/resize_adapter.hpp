@@ -29,12 +29,12 @@ adapter_resize resize_adapter(const io::adapter_view& in, const rank_rule& rule,
                               canonical_form form = canonical_form::left, const module_pass& pass = {}) {
   adapter_resize out;
   out.retained_fro_fraction.assign(in.modules.size(), 1.0);
-  out.adapter = detail::edit_canonical_modules<S>(in, form, pass, [&](std::size_t i, auto&& c, io::encoded_module& m) {
-    const index r = in.modules[i].rank();
-    const auto resized = detail::resize_from_canonical(std::move(c), r, rule);
-    out.retained_fro_fraction[i] = static_cast<double>(resized.retained_fro_fraction);
-    m.set_factors(resized.factors.B(), resized.factors.A(), m.scale);
-  });
+  out.adapter = detail::edit_modules_from_svds<S>(
+      in, pass, [&](std::size_t i, const auto& svd, const auto& B, const auto& A, S scale, io::encoded_module& m) {
+        const auto resized = detail::resize_from_svd(svd, B, A, scale, rule, form);
+        out.retained_fro_fraction[i] = static_cast<double>(resized.retained_fro_fraction);
+        m.set_factors(resized.factors.B(), resized.factors.A(), m.scale);
+      });
   return out;
 }
 
