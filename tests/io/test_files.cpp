@@ -28,6 +28,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <random>
 #include <string>
 #include <thread>
 #include <utility>
@@ -564,6 +565,40 @@ TEST_SUITE("io.files") {
       CHECK(temporaries_under(dir.path).empty());
     }
     CHECK(bytes_of(peft_dir + "/README.md") == "kept");
+  }
+
+  TEST_CASE("staged_file from byte runs: their concatenation, in writev batches; a short disk names the bytes written") {
+    // 1,000 runs (several writev batches of 256), empty ones among them, sizes from 0 to 3 KiB.
+    temp_dir dir;
+    std::mt19937 rng(11);
+    std::vector<std::string> pieces(1000);
+    std::string want;
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      pieces[i].assign(i % 7 == 0 ? 0 : rng() % 3072, char('a' + i % 26));
+      want += pieces[i];
+    }
+    std::vector<io::byte_run> runs;
+    for (const auto& p : pieces) runs.push_back({p.data(), p.size()});
+    const std::string path = dir.file("runs.bin");
+    io::write_file_atomic(path, runs);
+    CHECK(bytes_of(path) == want);
+    io::write_file_atomic(path, std::vector<io::byte_run>{});  // no runs: an empty file
+    CHECK(bytes_of(path).empty());
+
+    // Under a file size limit below the total (in a child, SIGXFSZ ignored), the write stops short:
+    // the error says how many bytes of how many were written, and nothing is left behind.
+    const std::size_t limit_bytes = want.size() / 2;
+    const auto r = in_child([&](const auto& say) {
+      ::signal(SIGXFSZ, SIG_IGN);
+      const rlimit limit{limit_bytes, limit_bytes};
+      if (::setrlimit(RLIMIT_FSIZE, &limit) != 0) return 5;
+      return expect_error([&] { io::write_file_atomic(dir.file("short.bin"), runs); }, lola::error_code::io, say);
+    });
+    CHECK(r.signal == 0);
+    CHECK(r.code == 0);
+    CHECK(contains(r.message, std::to_string(limit_bytes) + " of " + std::to_string(want.size()) + " bytes written"));
+    CHECK(temporaries_under(dir.path).empty());
+    CHECK(!fs::exists(dir.file("short.bin")));
   }
 
   namespace {
