@@ -100,6 +100,20 @@ canonical_result<S, Storage> canonical_from_svd(const factor_space_svd<S, Storag
   return out;
 }
 
+/// f(svd, B, A, s) for module e: its factor-space SVD with singular vectors (of B·A, s = 1, computed
+/// alone), its factors read in e's compute scalar, and its scale. Non-finite factors are
+/// error_code::numerical, named as canonicalize's (resize, built on the same form, says the same).
+template <class E, class F>
+decltype(auto) with_module_svd(const E& e, F&& f) {
+  using S = scalar_of_t<E>;
+  decltype(auto) factors = evaluator::factors(e);
+  const auto& B = as_compute<S>(factors.B());
+  const auto& A = as_compute<S>(factors.A());
+  factor_space_svd<S, storage_of_t<E>> svd;
+  require_finite_factors(svd.compute(B, A, S(1), true), "canonicalize", factors.rows(), factors.cols());
+  return f(svd, B, A, factors.scale());
+}
+
 }  // namespace detail
 
 /// The canonical representative of e's GL(r) orbit (see the file comment).
@@ -107,14 +121,9 @@ template <class E, class = std::enable_if_t<is_low_rank_expr_v<E>>>
 canonical_result<scalar_of_t<E>, storage_of_t<E>> canonicalize(
     const E& e, canonical_form form = canonical_form::balanced,
     canonical_options<scalar_of_t<E>> options = {}) {
-  using detail::as_compute;
-  using S = scalar_of_t<E>;
-  decltype(auto) f = detail::evaluator::factors(e);
-  const auto& B = as_compute<S>(f.B());
-  const auto& A = as_compute<S>(f.A());
-  detail::factor_space_svd<S, storage_of_t<E>> svd;
-  detail::require_finite_factors(svd.compute(B, A, S(1), true), "canonicalize", f.rows(), f.cols());
-  return detail::canonical_from_svd(svd, B, A, f.scale(), form, options);
+  return detail::with_module_svd(e, [&](const auto& svd, const auto& B, const auto& A, auto scale) {
+    return detail::canonical_from_svd(svd, B, A, scale, form, options);
+  });
 }
 
 /// (Q_B, R_B·A) with B = Q_B·R_B, Rᵢᵢ ≥ 0: rank min(d, r), the input's scale. GL(r) → O(r) only.

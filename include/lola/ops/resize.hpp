@@ -141,14 +141,9 @@ resize_result<S, Storage> resize_from_svd(const factor_space_svd<S, Storage>& sv
 template <class E, class = std::enable_if_t<is_low_rank_expr_v<E>>>
 resize_result<scalar_of_t<E>, storage_of_t<E>> resize(const E& e, const rank_rule& rule,
                                                       canonical_form form = canonical_form::left) {
-  using detail::as_compute;
-  using S = scalar_of_t<E>;
-  decltype(auto) f = detail::evaluator::factors(e);
-  const auto& B = as_compute<S>(f.B());
-  const auto& A = as_compute<S>(f.A());
-  detail::factor_space_svd<S, storage_of_t<E>> svd;
-  detail::require_finite_factors(svd.compute(B, A, S(1), true), "canonicalize", f.rows(), f.cols());
-  return detail::resize_from_svd(svd, B, A, f.scale(), rule, form);
+  return detail::with_module_svd(e, [&](const auto& svd, const auto& B, const auto& A, auto scale) {
+    return detail::resize_from_svd(svd, B, A, scale, rule, form);
+  });
 }
 
 /// Truncation to a fixed rank k (clamped to the module's rank).
