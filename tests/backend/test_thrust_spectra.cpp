@@ -2,6 +2,7 @@
 // functor a GPU runs, one module per work item, checked against the kernel called directly.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <limits>
 #include <random>
 #include <vector>
@@ -15,6 +16,8 @@
 #include <thrust/system/omp/execution_policy.h>
 
 #include "lola/backend/eigen/gram.hpp"
+#include "lola/canon/o_align.hpp"
+#include "lola/backend/thrust/batched_procrustes.hpp"
 #include "lola/backend/thrust/batched_spectra.hpp"
 #include "lola/core/random.hpp"
 #include "lola/linalg/low_rank_svd.hpp"
@@ -130,6 +133,54 @@ TEST_SUITE("backend.thrust") {
     CHECK(std::vector<double>(sigma.begin(), sigma.begin() + 7 * 3) == reference_first);
     CHECK(status[7] == int(lola::detail::gram_spectrum::failed));
     CHECK(status[8] == int(lola::detail::gram_spectrum::computed));
+  }
+
+  TEST_CASE_TEMPLATE("batched Procrustes rotations (O-Align's r×r stage) on Thrust's CPP and OpenMP systems equal "
+                     "the kernel per module and o_align's Q; a non-finite M is named",
+                     T, float, double) {
+    std::mt19937_64 rng(35);
+    for (int r : {1, 4, 16}) {
+      CAPTURE(r);
+      const int n = 11;
+      const std::size_t rr = std::size_t(r) * r;
+      std::vector<T> m(n * rr), q(n * rr), ratio(n), work(lola::detail::procrustes_workspace_size(r));
+      std::vector<matrix<T>> qs;
+      for (int i = 0; i < n; ++i) {
+        // M = Bᵀ·B̄ + A·Āᵀ of a module and its template, the matrix o_align forms.
+        const int d = 3 * r + i, k = 2 * r + 5;
+        const matrix<T> B = gaussian<T>(d, r, rng), A = gaussian<T>(r, k, rng);
+        const matrix<T> Bt = gaussian<T>(d, r, rng), At = gaussian<T>(r, k, rng);
+        matrix<T> gb, ga;
+        lola::detail::cross_gram_into(B, Bt, gb);
+        lola::detail::cross_gram_into(A.transpose(), At.transpose(), ga);
+        const matrix<T> mi = gb + ga;
+        std::copy(mi.data(), mi.data() + rr, m.begin() + i * rr);
+        REQUIRE(lola::detail::procrustes_rotation(mi.data(), r, q.data() + i * rr, work.data(), &ratio[i]));
+        // o_align runs the same kernel on the same M: the same Q, bit for bit.
+        const auto aligned = lola::o_align(lola::factor(B, A), lola::factor(Bt, At));
+        CHECK(std::equal(q.begin() + i * rr, q.begin() + (i + 1) * rr, aligned.Q.data()));
+        CHECK(aligned.min_singular_value == ratio[i]);
+      }
+      const auto launched = [&](const auto& policy) {
+        std::vector<T> ql(n * rr, T(-1)), rl(n, T(-1)), wl(n * lola::detail::procrustes_workspace_size(r));
+        std::vector<int> ok(n, -1);
+        lola::batched_procrustes(policy, n, r, m.data(), ql.data(), rl.data(), wl.data(), ok.data());
+        return ql == q && rl == ratio && std::count(ok.begin(), ok.end(), 1) == n;
+      };
+      CHECK(launched(thrust::cpp::par));
+      CHECK(launched(thrust::omp::par));
+      // A NaN in module 6's M: named, and module 7 still solved.
+      m[6 * rr + rr / 2] = std::numeric_limits<T>::quiet_NaN();
+      std::vector<T> ql(n * rr), rl(n), wl(n * lola::detail::procrustes_workspace_size(r));
+      std::vector<int> ok(n, -1);
+      const lola::error e = lola_test::thrown_by(
+          [&] { lola::batched_procrustes(thrust::omp::par, n, r, m.data(), ql.data(), rl.data(), wl.data(), ok.data()); });
+      CHECK(e.code() == lola::error_code::numerical);
+      CHECK(lola_test::contains(e.what(), "module 6 of 11"));
+      CHECK(ok[6] == 0);
+      CHECK(ok[7] == 1);
+      CHECK(std::equal(ql.begin() + 7 * rr, ql.begin() + 8 * rr, q.begin() + 7 * rr));
+    }
   }
 
   TEST_CASE("an empty batch is a no-op; a negative count is an invalid argument") {

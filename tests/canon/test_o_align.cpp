@@ -1,7 +1,9 @@
 // O-Align: O(r)-invariant, not GL(r)-invariant, and optimal among rotations.
 #include <doctest/doctest.h>
 
+#include <limits>
 #include <random>
+#include <string>
 
 #include "lola/canon/o_align.hpp"
 #include "lola/lola.hpp"
@@ -66,6 +68,21 @@ TEST_SUITE("canon.o_align") {
     for (int trial = 0; trial < 200; ++trial) {
       const matrix_d Q = lola::random_orthogonal(r, rng);
       CHECK(optimum <= objective(B * Q, Q.transpose() * A, Bt, At) + 1e-12);
+    }
+  }
+
+  TEST_CASE("a non-finite factor is a numerical error, not NaN factors") {
+    std::mt19937_64 rng(406);
+    matrix_d B = gaussian<double>(9, 3, rng), A = gaussian<double>(3, 7, rng);
+    const matrix_d Bt = gaussian<double>(9, 3, rng), At = gaussian<double>(3, 7, rng);
+    CHECK_NOTHROW((void)lola::o_align(lola::factor(B, A), lola::factor(Bt, At)));
+    A(1, 4) = std::numeric_limits<double>::infinity();
+    try {
+      (void)lola::o_align(lola::factor(B, A), lola::factor(Bt, At));
+      FAIL("no exception");
+    } catch (const lola::error& e) {
+      CHECK(e.code() == lola::error_code::numerical);
+      CHECK(std::string(e.what()).find("o_align") != std::string::npos);
     }
   }
 

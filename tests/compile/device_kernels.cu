@@ -3,6 +3,7 @@
 // Built by the test lola.compile.device where nvcc is found; nothing here runs.
 #include <thrust/execution_policy.h>
 
+#include "lola/backend/thrust/batched_procrustes.hpp"
 #include "lola/backend/thrust/batched_spectra.hpp"
 
 template <class S>
@@ -16,3 +17,11 @@ template void launch_on_device<float>(lola::index, int, const float*, const floa
                                       int*);
 template void launch_on_device<double>(lola::index, int, const double*, const double*, double*,
                                        double*, int*);
+
+template <class S>
+void procrustes_on_device(lola::index n, int r, const S* m, S* q, S* ratio, S* work, int* ok) {
+  lola::batched_procrustes(thrust::cuda::par, n, r, m, q, ratio, work, ok);
+}
+
+template void procrustes_on_device<float>(lola::index, int, const float*, float*, float*, float*, int*);
+template void procrustes_on_device<double>(lola::index, int, const double*, double*, double*, double*, int*);

@@ -16,6 +16,7 @@
 #include "lola/backend/eigen/gram.hpp"
 #include "lola/core/random.hpp"
 #include "lola/linalg/jacobi_eigen.hpp"
+#include "lola/linalg/procrustes.hpp"
 #include "lola/linalg/column_space.hpp"
 #include "lola/linalg/spectrum_from_grams.hpp"
 #include "support/test_support.hpp"
@@ -377,6 +378,57 @@ TEST_SUITE("linalg.small_kernels") {
                                        work.data()) == gram_spectrum::needs_householder);
     for (const auto* v : {&sigma, &x_b, &x_a})
       for (T x : *v) CHECK(x == T(-1));
+  }
+
+  TEST_CASE_TEMPLATE("procrustes_rotation: Q orthogonal with QᵀM symmetric PSD (the polar factor), as JacobiSVD's P·Sᵀ; "
+                     "singular M completed; a wrong variant fails",
+                     T, float, double) {
+    using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+    const T eps = std::numeric_limits<T>::epsilon();
+    std::mt19937 rng(41);
+    std::normal_distribution<double> normal;
+    for (const auto& [r, dropped] : std::vector<std::pair<int, int>>{{1, 0}, {2, 0}, {5, 0}, {16, 0}, {8, 2}, {16, 5}}) {
+      CAPTURE(r);
+      CAPTURE(dropped);
+      Eigen::MatrixXd md(r, r);
+      for (int i = 0; i < r * r; ++i) md.data()[i] = normal(rng);
+      const Eigen::JacobiSVD<Eigen::MatrixXd> exact(md, Eigen::ComputeFullU | Eigen::ComputeFullV);
+      Eigen::VectorXd sv = exact.singularValues();
+      sv.tail(dropped).setZero();  // rank r − dropped
+      md = exact.matrixU() * sv.asDiagonal() * exact.matrixV().transpose();
+      const matrix m = md.cast<T>();
+      matrix q(r, r);
+      std::vector<T> work(std::size_t(lola::detail::procrustes_workspace_size(r)));
+      T ratio = -1;
+      REQUIRE(lola::detail::procrustes_rotation(m.data(), r, q.data(), work.data(), &ratio));
+      // Rounding: r sweeps' rotations of length-r columns, each O(ε); bounds of r·ε·(a small
+      // constant) on the orthogonality and, relative to ‖M‖, on H = QᵀM's asymmetry and negative
+      // eigenvalues. Q's distance to P·Sᵀ is that over the smallest gap σ_{r−1} + σ_r of the
+      // polar factor's perturbation theory, so it is checked only for full rank.
+      const T tol = T(50) * T(r) * eps;
+      const matrix h = q.transpose() * m;
+      CHECK((q.transpose() * q - matrix::Identity(r, r)).norm() <= tol);
+      CHECK((h - h.transpose()).norm() <= tol * m.norm());
+      const Eigen::SelfAdjointEigenSolver<matrix> polar((h + h.transpose()) / T(2));
+      CHECK(polar.eigenvalues().minCoeff() >= -tol * m.norm());
+      if (dropped == 0) {
+        const double gap = r > 1 ? exact.singularValues()(r - 1) + exact.singularValues()(r - 2) : 2 * exact.singularValues()(0);
+        const Eigen::MatrixXd rotation = exact.matrixU() * exact.matrixV().transpose();
+        CHECK((q.template cast<double>() - rotation).norm() <= double(tol) * md.norm() / gap * 4);
+        CHECK(std::abs(double(ratio) - exact.singularValues()(r - 1) / exact.singularValues()(0)) <= double(tol));
+        if (r > 1) {  // Q·... without the transpose of V: not orthogonal-polar, caught
+          const matrix wrong = q * q;  // another orthogonal matrix, not the maximiser
+          const matrix hw = wrong.transpose() * m;
+          CHECK((hw - hw.transpose()).norm() > tol * m.norm());
+        }
+      } else {
+        CHECK(ratio <= tol);
+      }
+    }
+    T ratio = 0;
+    const T bad[] = {std::numeric_limits<T>::quiet_NaN()};
+    T q1[1], w1[2];
+    CHECK_FALSE(lola::detail::procrustes_rotation(bad, 1, q1, w1, &ratio));
   }
 
   TEST_CASE_TEMPLATE("column_space: Q applied to no columns is the empty product on both routes", T, float, double) {

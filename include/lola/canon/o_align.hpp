@@ -5,6 +5,9 @@
 /// an orthogonal Procrustes problem with closed form Q = P·Sᵀ from the SVD of the r×r matrix
 ///   M = Bᵀ·B̄ + A·Āᵀ = P·Σ·Sᵀ.
 /// The aligned factors (B·Q, Qᵀ·A) represent the same ΔW. Cost O((d + k)·r² + r³).
+/// Stages: M from two cross-Grams (the backend's primitive), Q from M by the host-device r×r kernel
+/// linalg/procrustes.hpp (one-sided Jacobi on M, never MᵀM), the two thin products. The kernel is
+/// the one a batch of modules launches on any backend, one item per module.
 ///
 /// Invariance: aligning (B·Q₀, Q₀ᵀ·A) for any Q₀ ∈ O(r) gives the same aligned factors, since
 /// M ↦ Q₀ᵀ·M and so Q ↦ Q₀ᵀ·Q. A general G ∈ GL(r) changes them: O-Align is O(r)-invariant only.
@@ -16,11 +19,13 @@
 
 #include <limits>
 
-#include <Eigen/SVD>
+#include <vector>
 
 #include "lola/backend/eigen/evaluate.hpp"
 #include "lola/backend/eigen/primitives.hpp"
+#include "lola/core/error.hpp"
 #include "lola/core/shape.hpp"
+#include "lola/linalg/procrustes.hpp"
 
 namespace lola {
 
@@ -32,6 +37,8 @@ struct alignment_result {
 };
 
 /// Aligns `module` to `templ` (both d×k with the same rank r, factors of one backend).
+/// error_code::numerical when M is not finite (a non-finite or overflowing factor) or the r×r kernel's
+/// sweeps do not converge.
 template <class E, class T,
           class = std::enable_if_t<is_low_rank_expr_v<E> && is_low_rank_expr_v<T>>>
 alignment_result<scalar_of_t<E>, storage_of_t<E>> o_align(const E& module, const T& templ) {
@@ -65,10 +72,12 @@ alignment_result<scalar_of_t<E>, storage_of_t<E>> o_align(const E& module, const
   cross_gram_into(B, as_compute<S>(t.B()), M);
   cross_gram_into(A.transpose(), as_compute<S>(t.A()).transpose(), from_a);
   M += from_a;
-  const Eigen::JacobiSVD<matrix> svd(M, Eigen::ComputeFullU | Eigen::ComputeFullV);
-  out.Q = svd.matrixU() * svd.matrixV().transpose();
-  const auto& sigma = svd.singularValues();
-  out.min_singular_value = sigma(0) > 0 ? sigma(r - 1) / sigma(0) : S(0);
+  out.Q.resize(r, r);
+  std::vector<S> work(static_cast<std::size_t>(detail::procrustes_workspace_size(static_cast<int>(r))));
+  if (!detail::procrustes_rotation(M.data(), static_cast<int>(r), out.Q.data(), work.data(), &out.min_singular_value))
+    throw error(error_code::numerical, "o_align: M = Bᵀ·B̄ + A·Āᵀ (" + std::to_string(r) + "×" + std::to_string(r) +
+                                           ") is not finite (a factor of the module or template is not, "
+                                           "or their products overflow), or its Jacobi sweeps did not converge");
   thin_product_into<S>(B, out.Q, BQ);
   thin_product_into<S>(A.transpose(), out.Q, QtA.transpose());  // (Qᵀ·A)ᵀ = Aᵀ·Q
   out.aligned = owning_low_rank<storage, S>(std::move(BQ), std::move(QtA), f.scale());
