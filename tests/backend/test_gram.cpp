@@ -136,6 +136,40 @@ TEST_SUITE("backend.gram") {
     }
   }
 
+  TEST_CASE_TEMPLATE("factors stored narrower than S give the bits of their decoded copies (the kernels widen blocks "
+                     "of rows; the sums keep their order)",
+                     K, stored_as<double, Eigen::bfloat16>, stored_as<double, Eigen::half>, stored_as<double, float>,
+                     stored_as<float, Eigen::bfloat16>, stored_as<float, Eigen::half>) {
+    using S = typename K::S;
+    using T = typename K::T;
+    std::mt19937_64 rng(43);
+    for (int n : {4, 5, 8, 12, 16}) {
+      for (int m : {3, 256, 257, 515, 1500}) {
+        CAPTURE(n);
+        CAPTURE(m);
+        const row_major<T> b = gaussian_stored<T>(m, n, rng), a = gaussian_stored<T>(n, m, rng);
+        const row_major<T> b2 = gaussian_stored<T>(m, n, rng), a2 = gaussian_stored<T>(n, m, rng);
+        const Eigen::Map<const row_major<T>> B(b.data(), m, n), A(a.data(), n, m), B2(b2.data(), m, n),
+            A2(a2.data(), n, m);
+        const auto Bs = B.template cast<S>(), B2s = B2.template cast<S>();
+        const auto As = A.template cast<S>(), A2s = A2.template cast<S>();
+        const auto At = As.transpose(), A2t = A2s.transpose();
+        // The decoded copies, in the file's layout (row-major B and A).
+        const row_major<S> Bd = Bs, B2d = B2s, Ad = As, A2d = A2s;
+        matrix<S> stored, decoded;
+        const auto same_bits = [&](const auto& x, const auto& y, const auto& xd, const auto& yd) {
+          lola::detail::cross_gram_into<S>(x, y, stored);
+          lola::detail::cross_gram_into<S>(xd, yd, decoded);
+          return stored == decoded;
+        };
+        CHECK(same_bits(Bs, Bs, Bd, Bd));
+        CHECK(same_bits(Bs, B2s, Bd, B2d));
+        CHECK(same_bits(At, At, Ad.transpose(), Ad.transpose()));
+        CHECK(same_bits(At, A2t, Ad.transpose(), A2d.transpose()));
+      }
+    }
+  }
+
   TEST_CASE("widen_run, the kernels' lane widening, gives widen_value's bits for every F16 and BF16 pattern") {
     // Every 16-bit pattern (zeros, subnormals, normals, infinities, NaNs with their payloads) at
     // every offset into a lane and with every tail length, into float and double; float into double

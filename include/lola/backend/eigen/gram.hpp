@@ -12,14 +12,16 @@
 ///   both with contiguous columns (B stored column-major, Aᵀ of a row-major A)
 ///       4×2 tiles of column dot products (the lower block triangle only for a Gram) over blocks
 ///       of 256 rows, a block staying in L1 while every tile reads it; the columns beyond the
-///       last multiple of 4 go through Eigen's product. A factor stored narrower than S (a
-///       file's BF16, F16 or float Aᵀ) is widened whole first (widened.hpp).
+///       last multiple of 4 go through Eigen's product. Factors stored narrower than S (a
+///       file's BF16, F16 or float Aᵀ) are widened a block of 256 rows at a time into an L1/L2
+///       scratch the tiles read (widened whole first, widened.hpp, when a column count is not a
+///       multiple of 4 or the two are stored in different types).
 ///   either with contiguous rows (a row-major B, as files store it), any rank, any stored type
 ///       the blocked kernels: blocks of rows widened (or copied) into an L1 scratch, then
 ///       register tiles of row outer products (or of column dot products when X's columns are
 ///       contiguous and Y's rows are); except when both have contiguous rows at a
 ///       register_rows_rank (4 and 8; 16 and 32 under AVX2), where rows_fixed_into keeps the n×n
-///       sum in registers (a stored factor widened whole first).
+///       sum in registers (stored factors widened 256 rows at a time into an L1 scratch).
 ///   otherwise (expressions without direct access) Eigen's product.
 /// Every tiled kernel is compiled for SSE2 and, on x86-64, for AVX2 with FMA, chosen at run time (simd.hpp).
 /// Its register tiles are written out at compile time (unrolled, simd.hpp), so that -O2 builds keep the
@@ -87,15 +89,20 @@ LOLA_ALWAYS_INLINE void for_each_tile_sum(const S* sums, index p4, const LastJ0&
 /// with contiguous columns, in lanes of Bytes (simd.hpp); only the lower block triangle when
 /// `Lower` (the Gram: Y is X), in 4×2 tiles: 8 accumulators and 6 operand registers fit the 16
 /// vector registers of SSE2 and AVX2 (a 4×4 tile of two-register lanes, 40 registers, spilled
-/// and ran at half the speed).
-template <int Bytes, bool Lower, class S>
-LOLA_ALWAYS_INLINE void cross_columns_tiled_lanes(const S* x, index x_stride, const S* y_in, index y_stride_in,
+/// and ran at half the speed). X and Y are stored as T (S, or a narrower file type): a block of
+/// 256 rows of the columns is widened into the per-thread scratch (p4·256 values of S, in L1/L2
+/// for ranks up to 32) and every tile reads it there; stored as S, the tiles read the columns in
+/// place. The sums are formed in the same order either way, so a stored factor and its decoded
+/// copy give the same bits.
+template <int Bytes, bool Lower, class S, class T>
+LOLA_ALWAYS_INLINE void cross_columns_tiled_lanes(const T* x, index x_stride, const T* y_in, index y_stride_in,
                                                   index m, index p4, index q4, dense_matrix<S>& g) {
   // For a Gram the compiler is told that Y is X, so it loads through one pointer.
-  const S* const y = Lower ? x : y_in;
+  const T* const y = Lower ? x : y_in;
   const index y_stride = Lower ? x_stride : y_stride_in;
   using L = lane<S, Bytes>;
   constexpr index width = Bytes / index(sizeof(S)), block = 256;
+  constexpr bool widen = !std::is_same_v<S, T>;
   const index m_lanes = m / width * width;
   constexpr int ta = 4, tb = 2;  // tile rows (of G) and columns
   const auto last_j0 = [&](index i0) { return Lower ? i0 + ta - tb : q4 - tb; };
@@ -103,8 +110,22 @@ LOLA_ALWAYS_INLINE void cross_columns_tiled_lanes(const S* x, index x_stride, co
   for (index i0 = 0; i0 < p4; i0 += ta) tiles += last_j0(i0) / tb + 1;
   // The running sums of every tile between row blocks, lane by lane.
   std::vector<S> sums(std::size_t(tiles * ta * tb * width), S(0));
+  // Rows [t0, t1) of the columns: in place, or widened into the scratch, block rows apart.
+  S* const x_block = widen ? widening_scratch<S>(0, p4 * block) : nullptr;
+  S* const y_block = widen && !Lower ? widening_scratch<S>(1, q4 * block) : x_block;
   for (index t0 = 0; t0 < m_lanes; t0 += block) {
     const index t1 = std::min(m_lanes, t0 + block);
+    const S* xs;
+    const S* ys;
+    index xs_stride, ys_stride;
+    if constexpr (widen) {
+      for (index c = 0; c < p4; ++c) widen_run(x + c * x_stride + t0, t1 - t0, x_block + c * block);
+      if (!Lower)
+        for (index c = 0; c < q4; ++c) widen_run(y + c * y_stride + t0, t1 - t0, y_block + c * block);
+      xs = x_block, ys = y_block, xs_stride = ys_stride = block;
+    } else {
+      xs = x + t0, ys = y + t0, xs_stride = x_stride, ys_stride = y_stride;
+    }
     S* tile_sums = sums.data();
     for (index i0 = 0; i0 < p4; i0 += ta)
       for (index j0 = 0; j0 <= last_j0(i0); j0 += tb, tile_sums += ta * tb * width) {
@@ -112,29 +133,30 @@ LOLA_ALWAYS_INLINE void cross_columns_tiled_lanes(const S* x, index x_stride, co
         unrolled<ta>([&](auto a) {
           unrolled<tb>([&](auto b) { load_lane(acc[a][b], tile_sums + (tb * a + b) * width); });
         });
-        accumulate_column_tile(acc, x + i0 * x_stride, x_stride, y + j0 * y_stride, y_stride, t0, t1);
+        accumulate_column_tile(acc, xs + i0 * xs_stride, xs_stride, ys + j0 * ys_stride, ys_stride, 0, t1 - t0);
         unrolled<ta>([&](auto a) {
           unrolled<tb>([&](auto b) { store_lane(tile_sums + (tb * a + b) * width, acc[a][b]); });
         });
       }
   }
   for_each_tile_sum<L, ta, tb>(sums.data(), p4, last_j0, [&](index i, index j, S sum) {
-    for (index t = m_lanes; t < m; ++t) sum += x[i * x_stride + t] * y[j * y_stride + t];
+    for (index t = m_lanes; t < m; ++t)
+      sum += widen_value<S>(x[i * x_stride + t]) * widen_value<S>(y[j * y_stride + t]);
     g(i, j) = sum;
   });
 }
 
 #if LOLA_AVX2_DISPATCH
-template <bool Lower, class S>
-LOLA_TARGET_AVX2_FMA void cross_columns_tiled_avx2(const S* x, index x_stride, const S* y, index y_stride, index m,
+template <bool Lower, class S, class T>
+LOLA_TARGET_AVX2_FMA void cross_columns_tiled_avx2(const T* x, index x_stride, const T* y, index y_stride, index m,
                                                    index p4, index q4, dense_matrix<S>& g) {
   cross_columns_tiled_lanes<32, Lower>(x, x_stride, y, y_stride, m, p4, q4, g);
 }
 #endif
 
 /// cross_columns_tiled_lanes in the widest lanes the processor runs (simd.hpp).
-template <bool Lower, class S>
-void cross_columns_tiled(const S* x, index x_stride, const S* y, index y_stride, index m, index p4, index q4,
+template <bool Lower, class S, class T>
+void cross_columns_tiled(const T* x, index x_stride, const T* y, index y_stride, index m, index p4, index q4,
                          dense_matrix<S>& g) {
 #if LOLA_AVX2_DISPATCH
   if (cpu_has_avx2_fma()) return cross_columns_tiled_avx2<Lower>(x, x_stride, y, y_stride, m, p4, q4, g);
@@ -142,14 +164,14 @@ void cross_columns_tiled(const S* x, index x_stride, const S* y, index y_stride,
   cross_columns_tiled_lanes<native_lane_bytes<S>, Lower>(x, x_stride, y, y_stride, m, p4, q4, g);
 }
 
-/// g = XᵀY for X and Y with contiguous rows of fixed length N, in panels of four rows,
-/// prefetching 4 KiB ahead in each operand. `Same`: Y is X, read once. The sum is a local that
-/// is copied out at the end, so it stays in registers (a reference or a returned object, which
-/// might alias the operands, is kept in memory: 15% slower at N = 16).
+/// acc += XᵀY over m rows of X and Y with contiguous rows of fixed length N, in panels of four
+/// rows (the last m mod 4 rows one by one), prefetching 4 KiB ahead in each operand. `Same`: Y is
+/// X, read once. The sum is a local, copied in and out, so it stays in registers (a reference or a
+/// returned object, which might alias the operands, is kept in memory: 15% slower at N = 16).
 template <int N, bool Same, class S>
-void rows_fixed_into(const S* x, index x_stride, const S* y, index y_stride, index m,
-                     dense_matrix<S>& g) {
-  Eigen::Matrix<S, N, N> acc = Eigen::Matrix<S, N, N>::Zero();
+LOLA_ALWAYS_INLINE void accumulate_rows_fixed(Eigen::Matrix<S, N, N>& sum, const S* x, index x_stride, const S* y,
+                                              index y_stride, index m) {
+  Eigen::Matrix<S, N, N> acc = sum;
   using panel_map = Eigen::Map<const Eigen::Matrix<S, N, 4>, 0, Eigen::OuterStride<>>;
   using row_map = Eigen::Map<const Eigen::Matrix<S, N, 1>>;
   constexpr index line = 64 / index(sizeof(S));  // elements per cache line
@@ -183,13 +205,42 @@ void rows_fixed_into(const S* x, index x_stride, const S* y, index y_stride, ind
   }
   for (; t < m; ++t)
     acc.noalias() += row_map(x + t * x_stride).lazyProduct(row_map(y + t * y_stride).transpose());
+  sum = acc;
+}
+
+/// g = XᵀY for X and Y with contiguous rows of fixed length N stored as T (S, or a narrower file
+/// type). Stored as S, the rows are read in place; otherwise 256 rows at a time are widened into
+/// the per-thread scratch (256·N values of S, in L1) and read there. Blocks of a multiple of four
+/// rows keep the panels where they are, so the sums are formed in the same order either way and a
+/// stored factor and its decoded copy give the same bits.
+template <int N, bool Same, class S, class T>
+void rows_fixed_into(const T* x, index x_stride, const T* y, index y_stride, index m, dense_matrix<S>& g) {
+  Eigen::Matrix<S, N, N> acc = Eigen::Matrix<S, N, N>::Zero();
+  if constexpr (std::is_same_v<S, T>) {
+    accumulate_rows_fixed<N, Same>(acc, x, x_stride, y, y_stride, m);
+  } else {
+    constexpr index block = 256;
+    S* const x_block = widening_scratch<S>(0, block * N);
+    S* const y_block = Same ? x_block : widening_scratch<S>(1, block * N);
+    const auto widen_rows = [](const T* from, index stride, index rows, S* to) {
+      if (stride == N)
+        widen_run(from, rows * N, to);
+      else
+        for (index row = 0; row < rows; ++row) widen_run(from + row * stride, N, to + row * N);
+    };
+    for (index t0 = 0; t0 < m; t0 += block) {
+      const index rows = std::min(block, m - t0);
+      widen_rows(x + t0 * x_stride, x_stride, rows, x_block);
+      if constexpr (!Same) widen_rows(y + t0 * y_stride, y_stride, rows, y_block);
+      accumulate_rows_fixed<N, Same>(acc, x_block, N, y_block, N, rows);
+    }
+  }
   g = acc;
 }
 
 /// XᵀY for X and Y with contiguous rows of fixed length N (`x_stride`, `y_stride` apart).
-template <int N, class S>
-void cross_rows_fixed(const S* x, index x_stride, const S* y, index y_stride, index m,
-                      dense_matrix<S>& g) {
+template <int N, class S, class T>
+void cross_rows_fixed(const T* x, index x_stride, const T* y, index y_stride, index m, dense_matrix<S>& g) {
   if (x == y && x_stride == y_stride)
     rows_fixed_into<N, true>(x, x_stride, x, x_stride, m, g);
   else
@@ -224,8 +275,8 @@ bool with_register_rank(index n, F&& f) {
 }
 
 /// cross_rows_fixed for the register_rows_rank ranks; false for the others.
-template <class S>
-bool cross_rows(const S* x, index x_stride, const S* y, index y_stride, index m, index n, dense_matrix<S>& g) {
+template <class S, class T>
+bool cross_rows(const T* x, index x_stride, const T* y, index y_stride, index m, index n, dense_matrix<S>& g) {
   return with_register_rank(n, [&](auto rank) {
     cross_rows_fixed<decltype(rank)::value>(x, x_stride, y, y_stride, m, g);
   });
@@ -478,9 +529,11 @@ void cross_gram_columns_into(const XD& x, const YD& y, bool same, dense_matrix<S
 }
 
 /// g = XᵀY (p×q) for X (m×p) and Y (m×q) (see the file comment for the kernels); when Y is X,
-/// the Gram, exactly symmetric. Both operands with contiguous columns: cross_columns_tiled, on
-/// factors stored narrower than S widened whole first (widened.hpp); any operand with contiguous
-/// rows: the blocked kernels, which widen block by block; otherwise Eigen's product.
+/// the Gram, exactly symmetric. Both operands with contiguous columns: cross_columns_tiled; any
+/// operand with contiguous rows: the blocked kernels (rows_fixed_into at a register rank); factors
+/// stored narrower than S are widened block by block as the kernels read them (or whole first,
+/// widened.hpp, where the two are stored in different types or columns fall outside the tiles);
+/// otherwise Eigen's product.
 template <class S, class XD, class YD>
 void cross_gram_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::MatrixBase<YD>& y_in,
                      dense_matrix<S>& g) {
@@ -489,6 +542,22 @@ void cross_gram_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::MatrixBase<
   const bool same = same_matrix(x, y);
   if constexpr (has_factor_ref_v<XD, S> && has_factor_ref_v<YD, S>) {
     if constexpr (!rows_contiguous_v<XD, S> && !rows_contiguous_v<YD, S>) {
+      // Both stored as one narrower type, no columns past the last multiple of 4: the tiled kernel
+      // widens a block of rows at a time (the same sums as on the columns widened whole).
+      if constexpr (widened_alike_v<XD, YD, S>) {
+        const index m = x.rows(), p = x.cols(), q = y.cols();
+        if (m > 0 && p > 0 && q > 0 && p % 4 == 0 && q % 4 == 0) {
+          const auto& xs = widening<XD, S>::inner(x);
+          const auto& ys = widening<YD, S>::inner(y);
+          g.resize(p, q);
+          if (same)
+            cross_columns_tiled<true>(xs.data(), xs.outerStride(), xs.data(), xs.outerStride(), m, p, p, g);
+          else
+            cross_columns_tiled<false>(xs.data(), xs.outerStride(), ys.data(), ys.outerStride(), m, p, q, g);
+          if (same) g.template triangularView<Eigen::StrictlyUpper>() = g.transpose();
+          return;
+        }
+      }
       with_widened<S>(x, 0, [&](const auto& wx) {
         if (same)
           cross_gram_columns_into<S>(wx, wx, true, g);
@@ -496,10 +565,22 @@ void cross_gram_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::MatrixBase<
           with_widened<S>(y, 1, [&](const auto& wy) { cross_gram_columns_into<S>(wx, wy, false, g); });
       });
     } else {
-      // Both with contiguous rows at a register rank: rows_fixed_into, on stored factors widened
-      // whole first (as decoded factors would be read, so both give the same bits).
+      // Both with contiguous rows at a register rank: rows_fixed_into, on the rows as stored when
+      // both are stored as one type (it widens them block by block), else on the factors widened
+      // whole first; the same bits either way, and as decoded factors give.
       if constexpr (rows_contiguous_v<XD, S> && rows_contiguous_v<YD, S>) {
         if (x.cols() == y.cols() && register_rows_rank(x.cols()) && x.rows() > 0) {
+          if constexpr (widened_alike_v<XD, YD, S>) {
+            const auto& xs = widening<XD, S>::inner(x);
+            const auto& ys = widening<YD, S>::inner(y);
+            g.resize(x.cols(), y.cols());
+            if (same)
+              cross_rows(xs.data(), xs.outerStride(), xs.data(), xs.outerStride(), x.rows(), x.cols(), g);
+            else
+              cross_rows(xs.data(), xs.outerStride(), ys.data(), ys.outerStride(), x.rows(), x.cols(), g);
+            if (same) g.template triangularView<Eigen::StrictlyUpper>() = g.transpose();
+            return;
+          }
           with_widened<S>(x, 0, [&](const auto& wx) {
             const auto finish = [&](const auto& wy) {
               g.resize(x.cols(), y.cols());

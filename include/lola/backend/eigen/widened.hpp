@@ -3,8 +3,9 @@
 /// Factors stored narrower than the compute scalar (BF16, F16 or float factors of a double
 /// computation), widened whole: as_compute<S> of such a factor is Eigen's lazy cast, which Eigen's
 /// own product converts while packing, at its slower speed. The Gram and thin-product kernels read
-/// such casts themselves, block by block (factor_ref in gram.hpp); with_widened serves the rest —
-/// a cross-Gram of a stored factor with an operand without direct access — handing it the factor
+/// such casts themselves, block by block (factor_ref and the tiled kernels in gram.hpp, through
+/// widening_scratch); with_widened serves the rest — a cross-Gram of a stored factor with an
+/// operand stored in another type or without direct access, columns outside the tiles — handing it the factor
 /// widened into a per-thread scratch buffer of S in the factor's own layout: one exact conversion
 /// pass (core/widen.hpp, in lanes: simd.hpp's widen_run), no copy of the whole adapter, and the
 /// values a decoded copy would have.
@@ -49,6 +50,16 @@ struct widening<Eigen::Transpose<const Cast>, S> : widening<Cast, S> {
     return widening<Cast, S>::inner(x.nestedExpression());
   }
 };
+
+/// Whether X and Y are both recognised casts of data stored as one type (the kernels that widen
+/// block by block take one stored type for both operands).
+template <class X, class Y, class S, bool = widening<X, S>::value && widening<Y, S>::value>
+struct widened_alike : std::false_type {};
+template <class X, class Y, class S>
+struct widened_alike<X, Y, S, true>
+    : std::is_same<typename widening<X, S>::stored, typename widening<Y, S>::stored> {};
+template <class X, class Y, class S>
+constexpr bool widened_alike_v = widened_alike<X, Y, S>::value;
 
 /// A per-thread buffer of S for operand `slot` (0 or 1: the two operands of a cross-Gram).
 template <class S>
