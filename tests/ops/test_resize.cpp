@@ -65,6 +65,22 @@ TEST_SUITE("ops.resize") {
     CHECK_THROWS_AS(lola::select_rank<double>(sigma, zero, 4), lola::error);
   }
 
+  TEST_CASE("singular values beyond the compute type: resize names itself, before any rank is chosen") {
+    std::mt19937_64 rng(1210);
+    const Eigen::MatrixXd B = 1e200 * lola_test::gaussian<double>(8, 2, rng);
+    const Eigen::MatrixXd A = 1e200 * lola_test::gaussian<double>(2, 8, rng);
+    for (const lola::rank_rule& rule : {lola::rank_rule::fixed(1), lola::rank_rule::sv_fro(0.9)}) {
+      try {
+        (void)lola::resize(lola::factor(B, A, 1.0), rule);
+        FAIL("no exception");
+      } catch (const lola::error& e) {
+        CHECK(e.code() == lola::error_code::numerical);
+        CHECK(std::string(e.what()).find("resize: the singular values of the 8x8 module exceed the range") !=
+              std::string::npos);
+      }
+    }
+  }
+
   TEST_CASE("resize to the largest rank keeps every component: dW unchanged, no overflow") {
     std::mt19937_64 rng(603);
     const int d = 12, k = 9, r = 5;

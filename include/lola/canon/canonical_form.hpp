@@ -61,7 +61,7 @@ canonical_result<S, Storage> canonical_from_svd(const factor_space_svd<S, Storag
                                                 S scale, canonical_form form, const canonical_options<S>& options,
                                                 index components = -1) {
   using vector = Eigen::Matrix<S, Eigen::Dynamic, 1>;
-  const index d = B.rows(), k = A.cols(), r = components >= 0 ? std::min(components, B.cols()) : B.cols();
+  const index d = B.rows(), k = A.cols(), width = components >= 0 ? std::min(components, B.cols()) : B.cols();
   require_finite_singular_values(svd.sigma, "canonicalize", d, k);
 
   canonical_result<S, Storage> out;
@@ -71,7 +71,7 @@ canonical_result<S, Storage> canonical_from_svd(const factor_space_svd<S, Storag
   out.rank = numerical_rank(sigma, threshold);
   for (index i = 0; i + 1 < out.rank; ++i)
     out.min_relative_gap = std::min(out.min_relative_gap, (sigma(i) - sigma(i + 1)) / sigma(0));
-  const index kept = std::min(out.rank, r);
+  const index kept = std::min(out.rank, width);
   const S gap_threshold = options.gap_threshold >= 0
                               ? options.gap_threshold
                               : std::sqrt(std::numeric_limits<S>::epsilon());
@@ -89,13 +89,13 @@ canonical_result<S, Storage> canonical_from_svd(const factor_space_svd<S, Storag
     left = sigma.head(kept);
     right = vector::Ones(kept);
   }
-  factor_matrix_t<Storage, S> B_star(d, r), A_star(r, k);
+  factor_matrix_t<Storage, S> B_star(d, width), A_star(width, k);
   svd.u_diagonal_into(B, left, B_star.leftCols(kept));
-  set_zero(B_star.rightCols(r - kept));
+  set_zero(B_star.rightCols(width - kept));
   const vector sign = largest_magnitude_signs(B_star.leftCols(kept));
   scale_columns(B_star.leftCols(kept), sign);
   svd.diagonal_vt_into(A, sign.cwiseProduct(right), A_star.topRows(kept));
-  set_zero(A_star.bottomRows(r - kept));
+  set_zero(A_star.bottomRows(width - kept));
   out.factors = owning_low_rank<Storage, S>(std::move(B_star), std::move(A_star), scale);
   return out;
 }

@@ -550,11 +550,12 @@ struct safetensors_layout {
   }
   /// The whole file in one buffer.
   std::vector<std::byte> image() const {
+    const std::vector<byte_run> all = runs();
     std::size_t size = 0;
-    for (const byte_run& r : runs()) size += r.size;
+    for (const byte_run& r : all) size += r.size;
     std::vector<std::byte> out(size);
     std::size_t at = 0;
-    for (const byte_run& r : runs()) {
+    for (const byte_run& r : all) {
       std::memcpy(out.data() + at, r.data, r.size);
       at += r.size;
     }

@@ -121,6 +121,7 @@ namespace detail {
 template <class S, class Storage, class BX, class AX>
 resize_result<S, Storage> resize_from_svd(const factor_space_svd<S, Storage>& svd, const BX& B, const AX& A, S scale,
                                           const rank_rule& rule, canonical_form form) {
+  require_finite_singular_values(svd.sigma, "resize", B.rows(), A.cols());  // before a rank is chosen from σ
   const index max_rank = std::min(B.cols(), static_cast<index>(svd.sigma.size()));
   resize_result<S, Storage> out;
   out.rank = select_rank(svd.sigma, rule, max_rank);
