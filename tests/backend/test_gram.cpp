@@ -249,8 +249,9 @@ TEST_SUITE("backend.gram") {
   TEST_CASE_TEMPLATE("XᵀY for two factors, equal and unequal widths, within γ_m·|X|ᵀ|Y|", T, float,
                      double) {
     std::mt19937_64 rng(29);
-    for (auto [p, q] : {std::pair{4, 4}, std::pair{16, 16}, std::pair{8, 12}, std::pair{5, 3},
-                        std::pair{32, 32}, std::pair{17, 16}}) {
+    for (const auto& widths : {std::pair{4, 4}, std::pair{16, 16}, std::pair{8, 12}, std::pair{5, 3},
+                               std::pair{32, 32}, std::pair{17, 16}}) {
+      const int p = widths.first, q = widths.second;  // not a structured binding: CAPTURE's lambda takes them
       for (int m : {0, 1, 17, 256, 1000}) {
         CAPTURE(p);
         CAPTURE(q);

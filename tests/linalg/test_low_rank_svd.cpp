@@ -4,6 +4,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <tuple>
 
 #include <Eigen/SVD>
 
@@ -34,8 +35,10 @@ TEST_SUITE("linalg.low_rank_svd") {
   TEST_CASE_TEMPLATE("matches BDCSVD of the dense ΔW: σ, reconstruction, orthogonality", T, float,
                      double) {
     std::mt19937_64 rng(101);
-    for (auto [d, k, r] : {std::tuple{40, 30, 6}, std::tuple{25, 60, 1}, std::tuple{8, 50, 8},
-                           std::tuple{3, 2, 5}, std::tuple{1, 1, 1}}) {
+    for (const auto& shape : {std::tuple{40, 30, 6}, std::tuple{25, 60, 1}, std::tuple{8, 50, 8},
+                              std::tuple{3, 2, 5}, std::tuple{1, 1, 1}}) {
+      // Plain variables, not structured bindings, which C++17 lambdas (CAPTURE's) cannot capture.
+      const int d = std::get<0>(shape), k = std::get<1>(shape), r = std::get<2>(shape);
       CAPTURE(d);
       CAPTURE(k);
       CAPTURE(r);
@@ -73,8 +76,9 @@ TEST_SUITE("linalg.low_rank_svd") {
     // (300, 200, 16), (257, 130, 4): well-conditioned Gaussian factors, both on the Gram route
     // (κ ≈ 1.6 and 1.4 ≤ 4), with the fixed-rank kernels for both layouts; (40, 30, 12): the
     // other ranks; (9, 60, 8): a square B, κ far above 4, on the Householder route.
-    for (auto [d, k, r] : {std::tuple{300, 200, 16}, std::tuple{257, 130, 4},
-                           std::tuple{40, 30, 12}, std::tuple{9, 60, 8}}) {
+    for (const auto& shape : {std::tuple{300, 200, 16}, std::tuple{257, 130, 4},
+                              std::tuple{40, 30, 12}, std::tuple{9, 60, 8}}) {
+      const int d = std::get<0>(shape), k = std::get<1>(shape), r = std::get<2>(shape);
       CAPTURE(d);
       CAPTURE(k);
       CAPTURE(r);

@@ -133,8 +133,10 @@ TEST_SUITE("linalg.small_kernels") {
   TEST_CASE_TEMPLATE("spectrum_from_grams matches BDCSVD of the dense ΔW on the Gram route", T, float, double) {
     std::mt19937_64 rng(9);
     // Gaussian factors with d, k ≫ r: κ ≈ (1 + √(r/d))/(1 − √(r/d)) < 4, the Gram route's range.
-    for (auto [d, k, r] : {std::tuple{400, 300, 6}, std::tuple{96, 500, 8}, std::tuple{1, 1, 1},
-                           std::tuple{256, 256, 16}}) {
+    for (const auto& shape : {std::tuple{400, 300, 6}, std::tuple{96, 500, 8}, std::tuple{1, 1, 1},
+                              std::tuple{256, 256, 16}}) {
+      // Plain variables, not structured bindings, which C++17 lambdas (CAPTURE's) cannot capture.
+      const int d = std::get<0>(shape), k = std::get<1>(shape), r = std::get<2>(shape);
       CAPTURE(d);
       CAPTURE(k);
       CAPTURE(r);
@@ -387,7 +389,8 @@ TEST_SUITE("linalg.small_kernels") {
     const T eps = std::numeric_limits<T>::epsilon();
     std::mt19937 rng(41);
     std::normal_distribution<double> normal;
-    for (const auto& [r, dropped] : std::vector<std::pair<int, int>>{{1, 0}, {2, 0}, {5, 0}, {16, 0}, {8, 2}, {16, 5}}) {
+    for (const auto& shape : std::vector<std::pair<int, int>>{{1, 0}, {2, 0}, {5, 0}, {16, 0}, {8, 2}, {16, 5}}) {
+      const int r = shape.first, dropped = shape.second;
       CAPTURE(r);
       CAPTURE(dropped);
       Eigen::MatrixXd md(r, r);
