@@ -341,7 +341,10 @@ TEST_CASE("features: an error after the first 64 adapters names the adapter's in
   // chunk, which featurize, seeing one chunk at a time, would number it by; the tool names it 67.
   auto r = run_lola(t, {"features", t / "set", "--kind", "svd", "-o", out});
   check_invalid_input(r, {"adapter 67 (" + paths[67] + ")", "base_model.model.m.c"});
-  for (int i = 0; i < 70; ++i)  // whatever its position within a chunk
+  // No other index, whatever 67's position within its chunk; adapter 0 is named as the one that
+  // fixes the layout ("…, which adapter 0 (…) lacks").
+  CHECK(contains(r.err, "which adapter 0 (" + paths[0] + ") lacks"));
+  for (int i = 1; i < 70; ++i)
     if (i != 67) CHECK_FALSE(contains(r.err, "adapter " + std::to_string(i) + " ("));
   check_no_output(t, out);
   // A load failure in a later chunk: index and path as well.
