@@ -20,8 +20,10 @@
 ///       the blocked kernels: blocks of rows widened (or copied) into an L1 scratch, then
 ///       register tiles of row outer products (or of column dot products when X's columns are
 ///       contiguous and Y's rows are); except when both have contiguous rows at a
-///       register_rows_rank (4 and 8; 16 and 32 under AVX2), where rows_fixed_into keeps the n×n
-///       sum in registers (stored factors widened 256 rows at a time into an L1 scratch).
+///       gram_register_rank (4 and 8, 16 and 32 in a translation unit compiled for AVX2; 8 in
+///       double goes to the blocked kernel where AVX2 is chosen at run time), where
+///       rows_fixed_into keeps the n×n sum in registers (stored factors widened 256 rows at a
+///       time into an L1 scratch).
 ///   otherwise (expressions without direct access) Eigen's product.
 /// Every tiled kernel is compiled for SSE2 and, on x86-64, for AVX2 with FMA, chosen at run time (simd.hpp).
 /// Its register tiles are written out at compile time (unrolled, simd.hpp), so that -O2 builds keep the
@@ -272,6 +274,21 @@ bool with_register_rank(index n, F&& f) {
     case 32: f(std::integral_constant<int, 32>{}); return true;
     default: return false;
   }
+}
+
+/// Whether a Gram of factors with contiguous rows at rank n is left to rows_fixed_into: the
+/// register_rows_rank ranks, except where the run-time AVX2 blocked kernel covers n with whole
+/// tiles (n a multiple of two 32-byte lanes of S: 8 in double). rows_fixed_into's Eigen products
+/// are compiled for the translation unit's instruction set, SSE2 where the AVX2 kernels are chosen
+/// at run time, and there ran at half the blocked kernel's speed (a 4096×8 BF16 B in double: 51 µs
+/// against 27 µs on the reference VM). The choice depends on S, n and the processor, never on the
+/// stored type, so a stored factor and its decoded copy still take the same kernel.
+template <class S>
+bool gram_register_rank(index n) {
+#if LOLA_AVX2_DISPATCH
+  if (cpu_has_avx2_fma() && n % (64 / index(sizeof(S))) == 0) return false;
+#endif
+  return register_rows_rank(n);
 }
 
 /// cross_rows_fixed for the register_rows_rank ranks; false for the others.
@@ -569,7 +586,7 @@ void cross_gram_into(const Eigen::MatrixBase<XD>& x_in, const Eigen::MatrixBase<
       // both are stored as one type (it widens them block by block), else on the factors widened
       // whole first; the same bits either way, and as decoded factors give.
       if constexpr (rows_contiguous_v<XD, S> && rows_contiguous_v<YD, S>) {
-        if (x.cols() == y.cols() && register_rows_rank(x.cols()) && x.rows() > 0) {
+        if (x.cols() == y.cols() && gram_register_rank<S>(x.cols()) && x.rows() > 0) {
           if constexpr (widened_alike_v<XD, YD, S>) {
             const auto& xs = widening<XD, S>::inner(x);
             const auto& ys = widening<YD, S>::inner(y);
