@@ -6,7 +6,15 @@
 // they claim; writing an adapter that was read throws lola::error or gives tensors the safetensors
 // writer accepts; reading the factors as stored (io/adapter_view.hpp's module_view) fails exactly
 // when decoding them to double does, with the same message, and otherwise gives the same modules
-// and the same singular values, bit for bit. Any other exception escapes and aborts.
+// and the same singular values, bit for bit; the image as a file (a memfd), opened as an
+// adapter_view that reads its factors on visit, fails as the view read at open does (at open, or,
+// for a factor that is not finite, when σ reads it, with the same message, or at open on a later
+// module's layout, which the read at open reaches after the non-finite factor) and otherwise gives
+// the same modules, passthrough tensors and singular values, bit for bit. Any other exception
+// escapes and aborts.
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -115,6 +123,83 @@ void compare_with_view(const lola::io::safetensors_view& view, const lola::io::j
     if (!(sigma_view[i].array() == sigma_decoded[i].array()).all()) violated("σ from the view differ");
 }
 
+/// The outcome of opening path as an adapter_view and computing σ: the error, or the modules'
+/// names, scales and σ and the passthrough tensors.
+struct view_outcome {
+  std::string open_error, sigma_error;
+  std::vector<std::string> names, passthrough;
+  std::vector<double> scales;
+  std::vector<Eigen::VectorXd> sigma;
+  bool sigma_skipped = false;  ///< beyond the per-input work bound
+};
+view_outcome outcome_of(const std::string& path, lola::io::factor_reads reads) {
+  using namespace lola::io;
+  view_outcome out;
+  try {
+    const auto a = adapter_view::open(path, {}, reads);
+    for (const auto& m : a.modules) {
+      out.names.push_back(m.name);
+      out.scales.push_back(m.scale);
+    }
+    for (const auto& t : a.passthrough)
+      out.passthrough.push_back(t.name + std::string(reinterpret_cast<const char*>(t.data.data()), t.data.size()));
+    double flops = 0;
+    for (const auto& m : a.modules) flops += double(m.rank()) * double(m.rank()) * double(m.rows() + m.cols() + m.rank());
+    out.sigma_skipped = flops > 1e8;
+    if (out.sigma_skipped) return out;
+    try {
+      out.sigma = lola::adapter_singular_values<double>(a, lola::executor::serial());
+    } catch (const lola::error& e) {
+      out.sigma_error = e.message();
+    }
+  } catch (const lola::error& e) {
+    out.open_error = e.message();
+  }
+  return out;
+}
+
+/// The image as a file, read at open and on visit: the same outcome (see the file comment).
+void compare_reads(const std::uint8_t* data, std::size_t size) {
+#if defined(__linux__)
+  const int fd = ::memfd_create("fuzz_adapter", MFD_CLOEXEC);
+  if (fd < 0) return;
+  struct closer {
+    int fd;
+    ~closer() { ::close(fd); }
+  } close_fd{fd};
+  for (std::size_t done = 0; done < size;) {
+    const ssize_t w = ::write(fd, data + done, size - done);
+    if (w <= 0) return;
+    done += static_cast<std::size_t>(w);
+  }
+  const std::string path = "/proc/self/fd/" + std::to_string(fd);
+  using lola::io::factor_reads;
+  const view_outcome at_open = outcome_of(path, factor_reads::at_open);
+  const view_outcome on_visit = outcome_of(path, factor_reads::on_visit);
+  if (!at_open.open_error.empty()) {
+    // A non-finite factor fails the open read at open, and σ read on visit (prefixed with the
+    // module); unless a later module's layout fails the open on visit first.
+    const bool non_finite = at_open.open_error.find("is not finite") != std::string::npos;
+    const bool same = on_visit.open_error == at_open.open_error ||
+                      (non_finite && !on_visit.open_error.empty()) ||
+                      (on_visit.open_error.empty() &&
+                       (on_visit.sigma_skipped || on_visit.sigma_error.find(at_open.open_error) != std::string::npos));
+    if (!same) violated("reading factors on visit fails otherwise than at open");
+    return;
+  }
+  if (!on_visit.open_error.empty()) violated("only the view reading factors on visit fails to open");
+  if (on_visit.names != at_open.names || on_visit.scales != at_open.scales) violated("the modules differ on visit");
+  if (on_visit.passthrough != at_open.passthrough) violated("the passthrough tensors differ on visit");
+  if (on_visit.sigma_error != at_open.sigma_error) violated("σ fails otherwise on visit");
+  if (on_visit.sigma.size() != at_open.sigma.size()) violated("σ has other modules on visit");
+  for (std::size_t i = 0; i < at_open.sigma.size(); ++i)
+    if (!(on_visit.sigma[i].array() == at_open.sigma[i].array()).all()) violated("σ differs on visit");
+#else
+  (void)data;
+  (void)size;
+#endif
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -140,5 +225,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     compare_with_view(view, config);
   }
+  compare_reads(data, size);
   return 0;
 }

@@ -12,12 +12,27 @@
 //   - a non-finite factor or extra is refused with load_adapter's message;
 //   - featurize (every kind) and the GL-net forward over views equal those over the decoded
 //     adapters, bit for bit.
+// Factors read on visit (factor_reads::on_visit), the same properties, and:
+//   - open() reads no factor (the modules hold no bytes; the image's factor bytes are zeros), the
+//     tensors around them (alphas, extras, passthrough, a LyCORIS module kept as passthrough) are
+//     read whole;
+//   - a non-finite factor is refused by the visit with load_adapter's message, a non-finite extra
+//     by open(); of several failing modules σ reports the first in module order, whichever of its
+//     passes (batched Gram route, module by module) met it;
+//   - a file truncated or rewritten in place after open is error_code::io "changed while being
+//     read" at the next visit; one replaced by a rename is still read as it was opened;
+//   - a visit inside a visit (another module) leaves the outer maps intact; encoded_adapter's copy
+//     is byte-identical to the one read at open.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <random>
 #include <string>
 #include <vector>
@@ -27,6 +42,7 @@
 #include "lola/features/adapter_spectra.hpp"
 #include "lola/features/featurize.hpp"
 #include "lola/io/adapter_view.hpp"
+#include "lola/io/encoded_adapter.hpp"
 #include "lola/io/load.hpp"
 #include "lola/linalg/low_rank_svd.hpp"
 #include "lola/nn/gl_net.hpp"
@@ -88,9 +104,9 @@ lola::low_rank_svd<S> svd_of(const Module& m) {
 
 /// σ, U and Vᵀ of every module from the view and from load_adapter<S> are the same bits.
 template <class S>
-void check_view_equals_decoded(const std::string& path) {
+void check_view_equals_decoded(const std::string& path, io::factor_reads reads = io::factor_reads::at_open) {
   const auto decoded = io::load_adapter<S>(path);
-  const auto view = io::adapter_view::open(path);
+  const auto view = io::adapter_view::open(path, {}, reads);
   REQUIRE(view.modules.size() == decoded.modules.size());
   CHECK(view.format == decoded.format);
   CHECK(view.warnings == decoded.warnings);
@@ -288,7 +304,9 @@ TEST_SUITE("io.adapter_view") {
       // kernel for BᵀB̄ (one operand), its view the cross-Gram (two), equal only to rounding.
       const auto templ = test_adapter(t, rng);
       const auto da = io::load_adapter<double>(dir / "a"), db = io::load_adapter<double>(dir / "b");
-      const auto va = io::adapter_view::open(dir / "a"), vb = io::adapter_view::open(dir / "b");
+      for (const auto reads : {io::factor_reads::at_open, io::factor_reads::on_visit}) {
+      CAPTURE(int(reads));
+      const auto va = io::adapter_view::open(dir / "a", {}, reads), vb = io::adapter_view::open(dir / "b", {}, reads);
       const std::vector<const io::adapter<double>*> decoded = {&da, &db};
       const std::vector<const io::adapter_view*> views = {&va, &vb};
       for (auto kind : {lola::feature_kind::raw, lola::feature_kind::svd, lola::feature_kind::dense,
@@ -318,6 +336,202 @@ TEST_SUITE("io.adapter_view") {
       const Eigen::MatrixXd from_views = net.forward(views, options), from_decoded = net.forward(decoded, options);
       CHECK(from_views == from_decoded);
       CHECK(net.forward(va, options) == net.forward(da, options));
+      }
+    }
+  }
+
+  TEST_CASE("factors read on visit: the results of factors read at open, bit for bit, and no factor read by open") {
+    std::mt19937_64 rng(7);
+    for (const auto t : {io::dtype::F32, io::dtype::F16, io::dtype::BF16, io::dtype::F64}) {
+      CAPTURE(io::dtype_name(t));
+      temp_dir dir;
+      io::save_adapter(test_adapter(t, rng), dir / "a", io::save_form::directory);
+      check_view_equals_decoded<double>(dir / "a", io::factor_reads::on_visit);
+      check_view_equals_decoded<float>(dir / "a", io::factor_reads::on_visit);
+      const auto view = io::adapter_view::open(dir / "a", {}, io::factor_reads::on_visit);
+      for (const auto& m : view.modules) {
+        CAPTURE(m.name);
+        CHECK(m.deferred != nullptr);
+        CHECK(m.A.data == nullptr);
+        CHECK(m.B.data == nullptr);
+        // Nothing was read into the image where the factors lie.
+        for (const auto* f : {m.A.tensor, m.B.tensor}) {
+          const std::byte* bytes = view.file().bytes(*f);
+          CHECK(std::all_of(bytes, bytes + f->byte_count(), [](std::byte b) { return b == std::byte{0}; }));
+        }
+      }
+    }
+    // Odd offsets, mixed dtypes and a passthrough tensor; a kohya file with alphas, a DoRA scale and
+    // a LyCORIS module (its lora_down / lora_up kept as passthrough: the reader reads them whole).
+    const Eigen::MatrixXd B = random_factor(40, 4, rng), A = random_factor(4, 24, rng);
+    const Eigen::MatrixXd B2 = random_factor(36, 4, rng), A2 = random_factor(4, 20, rng);
+    temp_dir dir;
+    write_text(dir / "odd.safetensors",
+               raw_image({{"base_model.model.pad", "U8", "[1]", std::string(1, '\x01')},
+                          {"base_model.model.odd.lora_A.weight", "F16", "[4,24]", encoded(A, io::dtype::F16)},
+                          {"base_model.model.odd.lora_B.weight", "F16", "[40,4]", encoded(B, io::dtype::F16)},
+                          {"base_model.model.mixed.lora_A.weight", "BF16", "[4,20]", encoded(A2, io::dtype::BF16)},
+                          {"base_model.model.mixed.lora_B.weight", "F32", "[36,4]", encoded(B2, io::dtype::F32)}}));
+    check_view_equals_decoded<double>(dir / "odd.safetensors", io::factor_reads::on_visit);
+    const Eigen::VectorXd alpha = Eigen::VectorXd::Constant(1, 2.0), dora = Eigen::VectorXd::LinSpaced(40, 0.5, 1.5);
+    write_text(dir / "kohya.safetensors",
+               raw_image({{"lora_unet_a.alpha", "F32", "[]", encoded(alpha, io::dtype::F32)},
+                          {"lora_unet_a.dora_scale", "F32", "[40]", encoded(dora, io::dtype::F32)},
+                          {"lora_unet_a.lora_down.weight", "BF16", "[4,24]", encoded(A, io::dtype::BF16)},
+                          {"lora_unet_a.lora_up.weight", "BF16", "[40,4]", encoded(B, io::dtype::BF16)},
+                          {"lora_unet_b.lora_down.weight", "F16", "[4,20]", encoded(A2, io::dtype::F16)},
+                          {"lora_unet_b.lora_mid.weight", "F16", "[4,4]", encoded(Eigen::MatrixXd::Identity(4, 4), io::dtype::F16)},
+                          {"lora_unet_b.lora_up.weight", "F16", "[36,4]", encoded(B2, io::dtype::F16)}}));
+    check_view_equals_decoded<double>(dir / "kohya.safetensors", io::factor_reads::on_visit);
+    const auto at_open = io::adapter_view::open(dir / "kohya.safetensors");
+    const auto on_visit = io::adapter_view::open(dir / "kohya.safetensors", {}, io::factor_reads::on_visit);
+    REQUIRE(on_visit.modules.size() == 1);
+    CHECK(on_visit.modules[0].scale == 0.5);  // α / r = 2 / 4
+    CHECK(on_visit.modules[0].extras == at_open.modules[0].extras);
+    REQUIRE(on_visit.passthrough.size() == at_open.passthrough.size());
+    for (std::size_t i = 0; i < on_visit.passthrough.size(); ++i) {
+      CAPTURE(at_open.passthrough[i].name);
+      CHECK(on_visit.passthrough[i].name == at_open.passthrough[i].name);
+      CHECK(on_visit.passthrough[i].data == at_open.passthrough[i].data);
+    }
+    // The encoded copy (what canonicalize and resize start from) is the same bytes.
+    for (const std::string name : {"odd.safetensors", "kohya.safetensors"}) {
+      CAPTURE(name);
+      const auto a = io::encoded_adapter::copy_of(io::adapter_view::open(dir / name));
+      const auto b = io::encoded_adapter::copy_of(io::adapter_view::open(dir / name, {}, io::factor_reads::on_visit));
+      REQUIRE(a.modules.size() == b.modules.size());
+      for (std::size_t i = 0; i < a.modules.size(); ++i) {
+        CHECK(a.modules[i].A().data == b.modules[i].A().data);
+        CHECK(a.modules[i].B().data == b.modules[i].B().data);
+        REQUIRE(a.modules[i].extras.size() == b.modules[i].extras.size());
+        for (std::size_t e = 0; e < a.modules[i].extras.size(); ++e)
+          CHECK(a.modules[i].extras[e].data == b.modules[i].extras[e].data);
+      }
+    }
+  }
+
+  TEST_CASE("factors read on visit: a visit inside a visit keeps the outer factors") {
+    std::mt19937_64 rng(8);
+    temp_dir dir;
+    io::save_adapter(test_adapter(io::dtype::BF16, rng), dir / "a", io::save_form::directory);
+    const auto decoded = io::load_adapter<double>(dir / "a");
+    const auto view = io::adapter_view::open(dir / "a", {}, io::factor_reads::on_visit);
+    const auto as_double = [](const auto& x) -> Eigen::MatrixXd { return x.template cast<double>(); };
+    for (std::size_t i = 0; i < view.modules.size(); ++i)
+      view.modules[i].visit([&](const auto& B, const auto& A) {
+        const std::size_t j = (i + 1) % view.modules.size();
+        view.modules[j].visit([&](const auto& inner_B, const auto& inner_A) {
+          CHECK(as_double(inner_B) == decoded.modules[j].B);
+          CHECK(as_double(inner_A) == decoded.modules[j].A);
+        });
+        CHECK(as_double(B) == decoded.modules[i].B);
+        CHECK(as_double(A) == decoded.modules[i].A);
+      });
+  }
+
+  TEST_CASE("factors read on visit: a non-finite factor is refused by the visit, with load_adapter's message") {
+    std::mt19937_64 rng(9);
+    const Eigen::MatrixXd B = random_factor(12, 4, rng), A = random_factor(4, 10, rng);
+    for (const auto t : {io::dtype::F32, io::dtype::F16, io::dtype::BF16, io::dtype::F64}) {
+      CAPTURE(io::dtype_name(t));
+      Eigen::MatrixXd bad_B = B;
+      bad_B(7, 1) = -INFINITY;
+      Eigen::VectorXd magnitude = Eigen::VectorXd::Ones(12);
+      magnitude(3) = NAN;
+      temp_dir dir;
+      const std::string factor_path = dir / "factor.safetensors", extra_path = dir / "extra.safetensors";
+      const std::string dt(io::dtype_name(t));
+      write_text(factor_path, raw_image({{"m.lora_A.weight", dt, "[4,10]", encoded(A, t)},
+                                         {"m.lora_B.weight", dt, "[12,4]", encoded(bad_B, t)}}));
+      write_text(extra_path, raw_image({{"m.lora_A.weight", dt, "[4,10]", encoded(A, t)},
+                                        {"m.lora_B.weight", dt, "[12,4]", encoded(B, t)},
+                                        {"m.lora_magnitude_vector", "F32", "[12]", encoded(magnitude, io::dtype::F32)}}));
+      const auto from_load = thrown_by([&] { io::load_adapter<double>(factor_path); });
+      const auto view = io::adapter_view::open(factor_path, {}, io::factor_reads::on_visit);
+      const auto from_visit = thrown_by([&] { lola::adapter_singular_values<double>(view); });
+      CHECK(from_visit.code() == lola::error_code::invalid_file);
+      CHECK(contains(from_visit.message(), from_load.message()));  // prefixed with the module by adapter_singular_values
+      CHECK(contains(from_visit.what(), "element [7, 1]"));
+      const auto from_copy = thrown_by([&] { io::encoded_adapter::copy_of(view); });
+      CHECK(std::string(from_copy.what()) == from_load.what());
+      const auto extra_open = thrown_by([&] { io::adapter_view::open(extra_path, {}, io::factor_reads::on_visit); });
+      CHECK(std::string(extra_open.what()) == thrown_by([&] { io::load_adapter<double>(extra_path); }).what());
+    }
+  }
+
+  TEST_CASE("factors read on visit: of several modules that fail, the first in module order is reported") {
+    // m0 (d, k < r) is computed module by module; m1 by the batched Gram route, which runs first.
+    std::mt19937_64 rng(11);
+    Eigen::MatrixXd A0 = random_factor(8, 4, rng), A1 = random_factor(4, 30, rng);
+    const Eigen::MatrixXd B0 = random_factor(6, 8, rng), B1 = random_factor(20, 4, rng);
+    A0(1, 2) = NAN;
+    A1(3, 3) = NAN;
+    const auto f32 = io::dtype::F32;
+    temp_dir dir;
+    write_text(dir / "two.safetensors", raw_image({{"m0.lora_A.weight", "F32", "[8,4]", encoded(A0, f32)},
+                                                   {"m0.lora_B.weight", "F32", "[6,8]", encoded(B0, f32)},
+                                                   {"m1.lora_A.weight", "F32", "[4,30]", encoded(A1, f32)},
+                                                   {"m1.lora_B.weight", "F32", "[20,4]", encoded(B1, f32)}}));
+    const auto from_load = thrown_by([&] { io::load_adapter<double>(dir / "two.safetensors"); });
+    CHECK(contains(from_load.what(), "\"m0.lora_A.weight\""));
+    const auto view = io::adapter_view::open(dir / "two.safetensors", {}, io::factor_reads::on_visit);
+    CHECK(contains(thrown_by([&] { lola::adapter_singular_values<double>(view); }).message(), from_load.message()));
+    // A later module's layout error: reported by open() when the factors are read on visit, after
+    // the earlier module's non-finite factor when they are read at open.
+    write_text(dir / "later.safetensors", raw_image({{"m0.lora_A.weight", "F32", "[8,4]", encoded(A0, f32)},
+                                                     {"m0.lora_B.weight", "F32", "[6,8]", encoded(B0, f32)},
+                                                     {"m1.lora_A.weight", "F32", "[4,30]", encoded(A1, f32)}}));
+    CHECK(contains(thrown_by([&] { io::adapter_view::open(dir / "later.safetensors"); }).what(), "not finite"));
+    CHECK(contains(thrown_by([&] { io::adapter_view::open(dir / "later.safetensors", {}, io::factor_reads::on_visit); })
+                       .what(),
+                   "module \"m1\" has lora_A but no lora_B"));
+  }
+
+  TEST_CASE("factors read on visit: a file changed after open is an error at the next visit, a file replaced is read as opened") {
+    std::mt19937_64 rng(10);
+    temp_dir dir;
+    io::save_adapter(test_adapter(io::dtype::BF16, rng), dir / "a", io::save_form::directory);
+    const std::string weights = dir / "a/adapter_model.safetensors";
+    const auto expected = lola::adapter_singular_values<double>(io::load_adapter<double>(dir / "a"));
+    std::string original;
+    {
+      std::ifstream in(weights, std::ios::binary);
+      original.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    const auto bump_mtime = [&] {  // a timestamp later than any the filesystem's tick could merge
+      struct stat st {};
+      REQUIRE(::stat(weights.c_str(), &st) == 0);
+      const struct timespec times[2] = {st.st_atim, {st.st_mtim.tv_sec + 10, st.st_mtim.tv_nsec}};
+      REQUIRE(::utimensat(AT_FDCWD, weights.c_str(), times, 0) == 0);
+    };
+    {  // truncated
+      const auto view = io::adapter_view::open(dir / "a", {}, io::factor_reads::on_visit);
+      REQUIRE(::truncate(weights.c_str(), static_cast<off_t>(original.size() / 2)) == 0);
+      const auto e = thrown_by([&] { lola::adapter_singular_values<double>(view); });
+      CHECK(e.code() == lola::error_code::io);
+      CHECK(contains(e.what(), "changed while being read"));
+      CHECK(contains(e.what(), weights));
+    }
+    {  // rewritten in place, same size, other bytes
+      write_text(weights, original);
+      const auto view = io::adapter_view::open(dir / "a", {}, io::factor_reads::on_visit);
+      std::string flipped = original;
+      for (std::size_t i = flipped.size() - 64; i < flipped.size(); ++i) flipped[i] = static_cast<char>(flipped[i] ^ 0x01);
+      {
+        std::fstream f(weights, std::ios::binary | std::ios::in | std::ios::out);
+        f.write(flipped.data(), static_cast<std::streamsize>(flipped.size()));
+      }
+      bump_mtime();
+      const auto e = thrown_by([&] { lola::adapter_singular_values<double>(view); });
+      CHECK(e.code() == lola::error_code::io);
+      CHECK(contains(e.what(), "changed while being read"));
+    }
+    {  // replaced by a rename: the open file is still the one read
+      write_text(weights, original);
+      const auto view = io::adapter_view::open(dir / "a", {}, io::factor_reads::on_visit);
+      write_text(dir / "other", std::string(original.size(), '\x7f'));
+      REQUIRE(::rename((dir / "other").c_str(), weights.c_str()) == 0);
+      CHECK(lola::adapter_singular_values<double>(view) == expected);
     }
   }
 }

@@ -42,12 +42,7 @@ io::encoded_adapter edit_modules_from_svds(const io::adapter_view& in, const mod
   std::vector<const io::module_view*> modules;
   modules.reserve(in.modules.size());
   for (const auto& m : in.modules) modules.push_back(&m);
-  const gram_route_batches<S> batches(
-      modules, [](const io::module_view&) { return S(1); },
-      [&](std::size_t i, const error& e) {
-        return error(e.code(), "module \"" + in.modules[i].name + "\": " + e.message());
-      },
-      pass.ex, true);
+  const gram_route_batches<S> batches(modules, [](const io::module_view&) { return S(1); }, pass.ex, true);
   return edit_modules<S>(
       in,
       [&](std::size_t i, const auto& e, io::encoded_module& m) {

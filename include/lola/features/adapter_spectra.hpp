@@ -45,7 +45,7 @@ std::vector<Eigen::Matrix<S, Eigen::Dynamic, 1>> batched_singular_values(const s
                                                                          const executor& ex) {
   const std::size_t n = modules.size();
   std::vector<Eigen::Matrix<S, Eigen::Dynamic, 1>> sigma(n);
-  const gram_route_batches<S> batches(modules, scale_of, annotate, ex, false);
+  const gram_route_batches<S> batches(modules, scale_of, ex, false);
   // σ from the batch where the Gram route served, else by low_rank_svd.
   parallel_for(ex, static_cast<index>(n), [&](index item) {
     const auto i = static_cast<std::size_t>(item);

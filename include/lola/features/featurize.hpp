@@ -395,7 +395,7 @@ void featurize_rows(const feature_table_layout<S, Adapter>& layout, const std::v
   // canonicalize's for it alone, bit for bit.
   std::optional<gram_route_batches<S>> canonical_svds;
   if (options.kind == feature_kind::canonical)
-    canonical_svds.emplace(modules, [](const module_type&) { return S(1); }, module_error, ex, true);
+    canonical_svds.emplace(modules, [](const module_type&) { return S(1); }, ex, true);
 
   // svd items only copy σ: taken in runs; the rest one by one.
   const index grain = options.kind == feature_kind::svd ? fine_grain(ex, N * L) : 1;

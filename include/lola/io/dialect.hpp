@@ -16,7 +16,9 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "lola/core/error.hpp"
@@ -114,12 +116,16 @@ inline std::string element_position(const std::vector<std::uint64_t>& shape, std
 /// The error for element i of tensor t, whose value converted to the compute type is not finite:
 /// "<where>: tensor "<key>" is not finite: element [2, 5] of F16 [8, 4] is NaN" (or, for a finite
 /// F64 value beyond float, "... is 1e+300, beyond the range of the compute type").
-inline error non_finite_error(const safetensors_view& file, const tensor_info& t, std::uint64_t i,
-                              const std::string& where) {
+/// `bytes` holds t's elements (read from the file into a buffer of its own).
+inline error non_finite_error(const tensor_info& t, const std::byte* bytes, std::uint64_t i, const std::string& where) {
   return error(error_code::invalid_file,
                where + ": tensor \"" + t.name + "\" is not finite: element " + element_position(t.shape, i) +
                    " of " + std::string(dtype_name(t.dtype)) + " " + shape_to_string(t.shape) + " is " +
-                   describe_non_finite(file.bytes(t), t.dtype, static_cast<std::size_t>(i)));
+                   describe_non_finite(bytes, t.dtype, static_cast<std::size_t>(i)));
+}
+inline error non_finite_error(const safetensors_view& file, const tensor_info& t, std::uint64_t i,
+                              const std::string& where) {
+  return non_finite_error(t, file.bytes(t), i, where);
 }
 
 /// Tensor t as a rows × cols row-major matrix of S, converted and checked finite in one pass.
@@ -235,6 +241,22 @@ adapter_module<S> read_module(const safetensors_view& file, const module_keys& k
 /// io/adapter_view.hpp) by overloading, so that one dialect reader serves both.
 template <class Module>
 struct module_tag {};
+
+template <class Adapter, class = void>
+struct has_reader_tag : std::false_type {};
+template <class Adapter>
+struct has_reader_tag<Adapter, std::void_t<decltype(std::declval<const Adapter&>().reader_tag())>> : std::true_type {};
+
+/// The tag the dialect readers read `out`'s modules with: out.reader_tag() where the adapter type
+/// has one (adapter_view: whether its factors are read now or on visit), else module_tag of its
+/// module type.
+template <class Adapter>
+auto module_tag_of(const Adapter& out) {
+  if constexpr (has_reader_tag<Adapter>::value)
+    return out.reader_tag();
+  else
+    return module_tag<typename Adapter::module_type>{};
+}
 
 template <class S>
 adapter_module<S> read_module_as(module_tag<adapter_module<S>>, const safetensors_view& file,

@@ -110,8 +110,8 @@ class encoded_adapter : public basic_adapter<encoded_module> {
       e.rows_ = m.rows();
       e.cols_ = m.cols();
       e.rank_ = m.rank();
-      e.A_ = stored_tensor(A_factor_key(view.format, m), m.A, m.A_shape);
-      e.B_ = stored_tensor(B_factor_key(view.format, m), m.B, m.B_shape);
+      e.A_ = stored_tensor(A_factor_key(view.format, m), m, m.A, m.A_shape);
+      e.B_ = stored_tensor(B_factor_key(view.format, m), m, m.B, m.B_shape);
       for (const std::string& key : m.extras) e.extras.push_back(tensor::copy_of(file, file.at(key)));
       out.modules.push_back(std::move(e));
     }
@@ -119,9 +119,11 @@ class encoded_adapter : public basic_adapter<encoded_module> {
   }
 
  private:
-  static tensor stored_tensor(std::string key, const stored_factor& f, const std::vector<std::uint64_t>& shape) {
-    const auto bytes = static_cast<std::size_t>(f.rows) * static_cast<std::size_t>(f.cols) * dtype_bits(f.type) / 8;
-    return {std::move(key), f.type, shape, std::vector<std::byte>(f.data, f.data + bytes)};
+  static tensor stored_tensor(std::string key, const module_view& m, const stored_factor& f,
+                              const std::vector<std::uint64_t>& shape) {
+    std::vector<std::byte> bytes(f.byte_count());
+    m.copy_factor(f, bytes.data());
+    return {std::move(key), f.type, shape, std::move(bytes)};
   }
 };
 

@@ -129,13 +129,15 @@ inline int open_regular_file(const std::string& path, unique_fd& file, struct st
   return file.fd;
 }
 
-inline bool same_timestamp(const struct stat& a, const struct stat& b) noexcept {
+/// Whether a and b have the same modification time (mtime) and, with `change`, the same status
+/// change time (ctime).
+inline bool same_timestamp(const struct stat& a, const struct stat& b, bool change = true) noexcept {
 #if defined(__APPLE__)
   return a.st_mtimespec.tv_sec == b.st_mtimespec.tv_sec && a.st_mtimespec.tv_nsec == b.st_mtimespec.tv_nsec &&
-         a.st_ctimespec.tv_sec == b.st_ctimespec.tv_sec && a.st_ctimespec.tv_nsec == b.st_ctimespec.tv_nsec;
+         (!change || (a.st_ctimespec.tv_sec == b.st_ctimespec.tv_sec && a.st_ctimespec.tv_nsec == b.st_ctimespec.tv_nsec));
 #else
   return a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
-         a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+         (!change || (a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec));
 #endif
 }
 
@@ -167,6 +169,30 @@ class byte_buffer {
     } catch (const std::bad_alloc&) {
       throw error(error_code::io, path + ": cannot allocate " + std::to_string(size) + " bytes to read it");
     }
+  }
+  /// size bytes of zeros that cost no memory until written: an anonymous mapping without huge
+  /// pages (a page is allocated at its first write), for an image of a file of which only some
+  /// ranges are read (io/adapter_view.hpp's factors read on visit). error_code::io naming path.
+  static byte_buffer sparse(std::size_t size, const std::string& path) {
+#if defined(MAP_ANONYMOUS)
+    byte_buffer b;
+    if (size == 0) return b;
+#if defined(MAP_NORESERVE)
+    constexpr int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+#else
+    constexpr int flags = MAP_PRIVATE | MAP_ANONYMOUS;
+#endif
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, flags, -1, 0);
+    if (p == MAP_FAILED) throw io_error(path, "cannot map " + std::to_string(size) + " bytes to read it", errno);
+    b.data_ = static_cast<std::byte*>(p);
+    b.size_ = size;
+    b.mapped_ = true;
+    return b;
+#else
+    byte_buffer b(size, path);
+    std::memset(b.data(), 0, size);
+    return b;
+#endif
   }
   byte_buffer(const byte_buffer&) = delete;
   byte_buffer& operator=(const byte_buffer&) = delete;
@@ -316,23 +342,32 @@ inline int create_file_exclusive(const std::string& path, const std::vector<byte
 
 }  // namespace detail
 
-/// The bytes of a regular file, read into memory (see the file comment). Move-only.
 namespace detail {
-/// Reads bytes [begin, end) of fd into out + begin; the count read, short when the file ended first.
-inline std::uint64_t read_range(int fd, std::byte* out, std::uint64_t begin, std::uint64_t end,
-                                const std::string& path) {
-  std::uint64_t at = begin;
-  while (at < end) {
-    const auto chunk = static_cast<std::size_t>(std::min<std::uint64_t>(end - at, 1u << 30));
-    const ssize_t r = ::pread(fd, out + at, chunk, static_cast<off_t>(at));
+/// Reads count bytes of fd from file offset `offset` into out; the count read, short when the file
+/// ended first. Errors: error_code::io naming path.
+inline std::uint64_t read_at(int fd, std::byte* out, std::uint64_t offset, std::uint64_t count,
+                             const std::string& path) {
+  std::uint64_t done = 0;
+  while (done < count) {
+    const auto chunk = static_cast<std::size_t>(std::min<std::uint64_t>(count - done, 1u << 30));
+    const ssize_t r = ::pread(fd, out + done, chunk, static_cast<off_t>(offset + done));
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) throw io_error(path, "cannot read", errno);
     if (r == 0) break;  // the file shrank
-    at += static_cast<std::uint64_t>(r);
+    done += static_cast<std::uint64_t>(r);
   }
-  return at - begin;
+  return done;
 }
+
+/// Reads bytes [begin, end) of fd into image + begin; the count read, short when the file ended first.
+inline std::uint64_t read_range(int fd, std::byte* image, std::uint64_t begin, std::uint64_t end,
+                                const std::string& path) {
+  return read_at(fd, image + begin, begin, end - begin, path);
+}
+
 }  // namespace detail
+
+/// The bytes of a regular file, read into memory (see the file comment). Move-only.
 
 class file_bytes {
  public:

@@ -79,7 +79,7 @@ void read_kohya_into(Adapter& out, const safetensors_view& file) {
       for (const auto* t : keys.foreign) lycoris.push_back(tensor::copy_of(file, *t));
       continue;
     }
-    auto m = read_module_as(detail::module_tag<typename Adapter::module_type>{}, file, keys, "lora_down", "lora_up");
+    auto m = read_module_as(detail::module_tag_of(out), file, keys, "lora_down", "lora_up");
     const double r = static_cast<double>(m.rank());
     double alpha = 0;
     if (keys.alpha) {

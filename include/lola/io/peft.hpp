@@ -265,7 +265,7 @@ void read_peft_into(Adapter& out, const safetensors_view& file, const json_value
       for (const auto* t : keys.extras) unmatched.push_back(t);
       continue;
     }
-    auto m = read_module_as(detail::module_tag<typename Adapter::module_type>{}, file, keys, "lora_A", "lora_B");
+    auto m = read_module_as(detail::module_tag_of(out), file, keys, "lora_A", "lora_B");
     if (cfg.fan_in_fan_out && m.kind == module_kind::linear) m.transposed = true;
     if (has_config) {
       const auto scaling = cfg.scaling(detail::peft_model_name(m.name));

@@ -40,11 +40,12 @@ class gram_route_batches {
   using matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
 
   /// Module: an io module type of any backend (visit, rank, rows, cols); scale_of(m) the s of
-  /// s·B·A to decompose. An error from module i (its factors' read) is rethrown as annotate(i, e),
-  /// the first in list order when several fail.
-  template <class Module, class ScaleOf, class Annotate>
-  gram_route_batches(const std::vector<const Module*>& modules, ScaleOf scale_of, Annotate annotate,
-                     const executor& ex, bool vectors)
+  /// s·B·A to decompose. A module whose factors fail to read (a view reading them on visit: not
+  /// finite, the file changed) gets no Grams and is not served: the owner's pass over every module,
+  /// which reads the modules not served again, reports the error, so that of several failing
+  /// modules the first in list order is reported whichever step met it.
+  template <class Module, class ScaleOf>
+  gram_route_batches(const std::vector<const Module*>& modules, ScaleOf scale_of, const executor& ex, bool vectors)
       : vectors_(vectors), batch_of_(modules.size(), nullptr), slot_(modules.size(), 0),
         has_grams_(modules.size(), 0), in_range_(modules.size(), 0) {
     const std::size_t n = modules.size();
@@ -95,8 +96,8 @@ class gram_route_batches {
           std::copy_n(g.data(), rr, b->a_grams.data() + at * rr);
           largest_a = g.diagonal().maxCoeff();
         });
-      } catch (const error& e) {
-        throw annotate(i, e);
+      } catch (const error&) {
+        return;  // reported by the owner's pass (see the constructor's comment)
       }
       has_grams_[i] = 1;
       in_range_[i] = grams_in_range<S>(largest_b, largest_a, m.rows(), m.cols(), r);
