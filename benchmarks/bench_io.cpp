@@ -1,13 +1,17 @@
 // Reading whole adapters: validating the safetensors header, and reading a PEFT adapter into
-// float factors (header + pairing + conversion), from memory and from a file in the page cache.
+// float factors (header + pairing + conversion), from memory and from a file in the page cache;
+// σ of a whole adapter from its file, as views reading their factors at open or on visit.
 // Bytes: the file's size. Floor: copying the converted factors' bytes once into newly allocated
 // memory (malloc, memcpy of the output size, free) — a reader that returns owned float factors
 // must at least do that, page faults of fresh memory included; for F32 files it is exactly one read
 // and one write of the data. (io::safetensors_view::map gives zero-copy views instead.)
 #include <benchmark/benchmark.h>
 
+#include <lola/features/adapter_spectra.hpp>
+#include <lola/io/adapter_view.hpp>
 #include <lola/io/load.hpp>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -100,6 +104,31 @@ void load_from_file(benchmark::State& state, adapter_shape s) {
   std::remove(path.c_str());
 }
 
+// σ of every module of a BF16 adapter file in double, as `lola inspect` computes them: the file
+// opened as an io::adapter_view, its factors read at open (the whole file into an image, checked
+// there) or on visit (each module's factors into per-thread buffers as σ reads them), then
+// adapter_singular_values. Bytes: the file's size. Floor: reading the file once (pread into a
+// buffer allocated and faulted in beforehand), which any reader of the factors must do.
+void view_sigma_from_file(benchmark::State& state, adapter_shape s, io::factor_reads reads) {
+  const auto image = adapter_image(s, io::dtype::BF16);
+  const std::string path = "/tmp/lola_bench_io_view_" + std::to_string(::getpid()) + ".safetensors";
+  io::write_file_atomic(path, image.data(), image.size());
+  std::vector<std::byte> buffer(image.size());
+  const double floor = lola_bench::fastest_seconds([&] {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    const ssize_t n = ::pread(fd, buffer.data(), buffer.size(), 0);
+    ::close(fd);
+    benchmark::DoNotOptimize(n);
+    benchmark::ClobberMemory();
+  });
+  lola_bench::run_against_floor(state, static_cast<std::int64_t>(image.size()), floor, [&] {
+    const auto a = io::adapter_view::open(path, {}, reads);
+    auto sigma = lola::adapter_singular_values<double>(a);
+    benchmark::DoNotOptimize(sigma.data());
+  });
+  std::remove(path.c_str());
+}
+
 // Writing many tiny tensors: n tensors of 2×2 F32 (a PEFT adapter of n/2 tiny modules) serialized
 // in the reference layout, header built, dumped and padded, data packed. Bytes: the image's size.
 // Floor: copying those bytes once into newly allocated memory, which a serializer that returns an
@@ -133,6 +162,12 @@ const bool registered = [] {
                                  io::dtype::BF16)
         ->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark(("io/load_file_f32/" + s.name).c_str(), load_from_file, s)
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(("io/view_sigma_bf16_read_at_open/" + s.name).c_str(), view_sigma_from_file, s,
+                                 io::factor_reads::at_open)
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(("io/view_sigma_bf16_read_on_visit/" + s.name).c_str(), view_sigma_from_file, s,
+                                 io::factor_reads::on_visit)
         ->Unit(benchmark::kMillisecond);
   }
   return true;

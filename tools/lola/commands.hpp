@@ -186,7 +186,9 @@ inline std::string fit(const std::string& name, std::size_t width) {
 
 inline int inspect(const inspect_options& o, streams& s) {
   const auto top = integer_value("--top", o.top, 0);
-  const auto a = io::adapter_view::open(o.path);  // σ from the factors as stored: no decoded copy
+  // σ from the factors as stored, each read from the file when its module is computed: no decoded
+  // copy, no image of the file.
+  const auto a = io::adapter_view::open(o.path, {}, io::factor_reads::on_visit);
   report_warnings(a, s);
 
   std::vector<Eigen::VectorXd> sigma;
@@ -431,24 +433,27 @@ struct loaded_adapters {
   std::vector<std::size_t> index;
 };
 
-inline void read_into(std::optional<adapter>& out, const std::string& path) { out = io::load_adapter<double>(path); }
-inline void read_into(std::optional<io::adapter_view>& out, const std::string& path) {
-  out = io::adapter_view::open(path);
+inline void read_into(std::optional<adapter>& out, const std::string& path, io::factor_reads) {
+  out = io::load_adapter<double>(path);
+}
+inline void read_into(std::optional<io::adapter_view>& out, const std::string& path, io::factor_reads reads) {
+  out = io::adapter_view::open(path, {}, reads);
 }
 
 /// Reads paths[i] for every i in `which`, in parallel, with progress. A failure is a lola::error
 /// naming the adapter's index in the run and its path; with skip_bad the adapter is left out,
-/// reported on stderr and added to `skipped` instead.
+/// reported on stderr and added to `skipped` instead. Views read their factors as `reads` says
+/// (factor_reads::on_visit: a non-finite factor is an error of the run, not of the read).
 template <class Adapter = adapter>
 loaded_adapters<Adapter> load_adapters(const std::vector<std::string>& paths, const std::vector<std::size_t>& which,
                                        bool skip_bad, std::vector<skipped_adapter>& skipped, const streams& s,
-                                       progress& p) {
+                                       progress& p, io::factor_reads reads = io::factor_reads::at_open) {
   std::vector<std::optional<Adapter>> out(which.size());
   std::vector<std::optional<std::string>> failure(which.size());
   lola::parallel_for(static_cast<lola::index>(which.size()), [&](lola::index k) {
     const std::size_t item = static_cast<std::size_t>(k), i = which[item];
     try {
-      read_into(out[item], paths[i]);
+      read_into(out[item], paths[i], reads);
     } catch (const lola::error& e) {
       if (!skip_bad) throw lola::error(e.code(), adapter_label(i, paths[i]) + ": " + e.message());
       failure[item] = e.message();
@@ -603,7 +608,10 @@ inline int features(const features_options& o, streams& s) {
   }
 
   // The first adapter that loads fixes the layout (module order, svd lengths). The adapters are
-  // read as their files store them: the kernels widen the factors as they read them.
+  // read as their files store them: the kernels widen the factors as they read them. Without
+  // --skip-bad each factor is read when its module is computed (no image of the files); with it,
+  // every factor is read and checked at open, so that a bad adapter is skipped before the run.
+  const io::factor_reads reads = o.skip_bad ? io::factor_reads::at_open : io::factor_reads::on_visit;
   progress p("features", paths.size(), s.err());
   std::size_t first_index = 0;
   std::optional<io::adapter_view> first;
@@ -612,7 +620,7 @@ inline int features(const features_options& o, streams& s) {
       throw lola::error(lola::error_code::invalid_argument,
                         "features: every adapter was skipped (" + std::to_string(found.skipped.size()) +
                             "); nothing to featurize");
-    auto one = load_adapters<io::adapter_view>(paths, {first_index}, o.skip_bad, found.skipped, s, p);
+    auto one = load_adapters<io::adapter_view>(paths, {first_index}, o.skip_bad, found.skipped, s, p, reads);
     if (!one.adapters.empty()) {
       first = std::move(one.adapters.front());
       break;
@@ -636,7 +644,7 @@ inline int features(const features_options& o, streams& s) {
   for (std::size_t start = rest; start == rest || start < paths.size(); start += per_chunk) {
     std::vector<std::size_t> which;
     for (std::size_t i = start; i < std::min(start + per_chunk, paths.size()); ++i) which.push_back(i);
-    const auto chunk = load_adapters<io::adapter_view>(paths, which, o.skip_bad, found.skipped, s, p);
+    const auto chunk = load_adapters<io::adapter_view>(paths, which, o.skip_bad, found.skipped, s, p, reads);
     std::vector<const io::adapter_view*> batch;
     options.indices.clear();
     options.labels.clear();
