@@ -13,6 +13,8 @@
 //   - featurize (every kind) and the GL-net forward over views equal those over the decoded
 //     adapters, bit for bit.
 // Factors read on visit (factor_reads::on_visit), the same properties, and:
+//   - modules under load_options::min_bytes_read_on_visit are read and checked at open, the others
+//     on visit (the other cases set it to 0: every module on visit);
 //   - open() reads no factor (the modules hold no bytes; the image's factor bytes are zeros), the
 //     tensors around them (alphas, extras, passthrough, a LyCORIS module kept as passthrough) are
 //     read whole;
@@ -102,11 +104,19 @@ lola::low_rank_svd<S> svd_of(const Module& m) {
   });
 }
 
+/// Options that read every module's factors on visit (factor_reads::on_visit; the default reads
+/// modules under 16 KiB, as most of these files' are, at open).
+io::load_options all_on_visit() {
+  io::load_options o;
+  o.min_bytes_read_on_visit = 0;
+  return o;
+}
+
 /// σ, U and Vᵀ of every module from the view and from load_adapter<S> are the same bits.
 template <class S>
 void check_view_equals_decoded(const std::string& path, io::factor_reads reads = io::factor_reads::at_open) {
   const auto decoded = io::load_adapter<S>(path);
-  const auto view = io::adapter_view::open(path, {}, reads);
+  const auto view = io::adapter_view::open(path, all_on_visit(), reads);
   REQUIRE(view.modules.size() == decoded.modules.size());
   CHECK(view.format == decoded.format);
   CHECK(view.warnings == decoded.warnings);
@@ -306,7 +316,8 @@ TEST_SUITE("io.adapter_view") {
       const auto da = io::load_adapter<double>(dir / "a"), db = io::load_adapter<double>(dir / "b");
       for (const auto reads : {io::factor_reads::at_open, io::factor_reads::on_visit}) {
       CAPTURE(int(reads));
-      const auto va = io::adapter_view::open(dir / "a", {}, reads), vb = io::adapter_view::open(dir / "b", {}, reads);
+      const auto va = io::adapter_view::open(dir / "a", all_on_visit(), reads),
+                 vb = io::adapter_view::open(dir / "b", all_on_visit(), reads);
       const std::vector<const io::adapter<double>*> decoded = {&da, &db};
       const std::vector<const io::adapter_view*> views = {&va, &vb};
       for (auto kind : {lola::feature_kind::raw, lola::feature_kind::svd, lola::feature_kind::dense,
@@ -348,7 +359,7 @@ TEST_SUITE("io.adapter_view") {
       io::save_adapter(test_adapter(t, rng), dir / "a", io::save_form::directory);
       check_view_equals_decoded<double>(dir / "a", io::factor_reads::on_visit);
       check_view_equals_decoded<float>(dir / "a", io::factor_reads::on_visit);
-      const auto view = io::adapter_view::open(dir / "a", {}, io::factor_reads::on_visit);
+      const auto view = io::adapter_view::open(dir / "a", all_on_visit(), io::factor_reads::on_visit);
       for (const auto& m : view.modules) {
         CAPTURE(m.name);
         CHECK(m.deferred != nullptr);
@@ -384,7 +395,7 @@ TEST_SUITE("io.adapter_view") {
                           {"lora_unet_b.lora_up.weight", "F16", "[36,4]", encoded(B2, io::dtype::F16)}}));
     check_view_equals_decoded<double>(dir / "kohya.safetensors", io::factor_reads::on_visit);
     const auto at_open = io::adapter_view::open(dir / "kohya.safetensors");
-    const auto on_visit = io::adapter_view::open(dir / "kohya.safetensors", {}, io::factor_reads::on_visit);
+    const auto on_visit = io::adapter_view::open(dir / "kohya.safetensors", all_on_visit(), io::factor_reads::on_visit);
     REQUIRE(on_visit.modules.size() == 1);
     CHECK(on_visit.modules[0].scale == 0.5);  // α / r = 2 / 4
     CHECK(on_visit.modules[0].extras == at_open.modules[0].extras);
@@ -398,7 +409,8 @@ TEST_SUITE("io.adapter_view") {
     for (const std::string name : {"odd.safetensors", "kohya.safetensors"}) {
       CAPTURE(name);
       const auto a = io::encoded_adapter::copy_of(io::adapter_view::open(dir / name));
-      const auto b = io::encoded_adapter::copy_of(io::adapter_view::open(dir / name, {}, io::factor_reads::on_visit));
+      const auto b =
+          io::encoded_adapter::copy_of(io::adapter_view::open(dir / name, all_on_visit(), io::factor_reads::on_visit));
       REQUIRE(a.modules.size() == b.modules.size());
       for (std::size_t i = 0; i < a.modules.size(); ++i) {
         CHECK(a.modules[i].A().data == b.modules[i].A().data);
@@ -410,12 +422,60 @@ TEST_SUITE("io.adapter_view") {
     }
   }
 
+  TEST_CASE("factors read on visit: modules under min_bytes_read_on_visit are read and checked at open") {
+    // small: 8×4 and 4×8 F32, 256 bytes; large: 64×16 and 16×48 F32, 7 KiB. Threshold 1 KiB.
+    std::mt19937_64 rng(12);
+    const Eigen::MatrixXd Bs = random_factor(8, 4, rng), As = random_factor(4, 8, rng);
+    const Eigen::MatrixXd Bl = random_factor(64, 16, rng), Al = random_factor(16, 48, rng);
+    const auto f32 = io::dtype::F32;
+    auto image = [&](const Eigen::MatrixXd& small_A, const Eigen::MatrixXd& large_A) {
+      return raw_image({{"large.lora_A.weight", "F32", "[16,48]", encoded(large_A, f32)},
+                        {"large.lora_B.weight", "F32", "[64,16]", encoded(Bl, f32)},
+                        {"small.lora_A.weight", "F32", "[4,8]", encoded(small_A, f32)},
+                        {"small.lora_B.weight", "F32", "[8,4]", encoded(Bs, f32)}});
+    };
+    temp_dir dir;
+    write_text(dir / "two.safetensors", image(As, Al));
+    io::load_options options;
+    options.min_bytes_read_on_visit = 1024;
+    const auto view = io::adapter_view::open(dir / "two.safetensors", options, io::factor_reads::on_visit);
+    const auto at_open = io::adapter_view::open(dir / "two.safetensors");
+    REQUIRE(view.modules.size() == 2);
+    const auto& large = view.modules[0];
+    const auto& small = view.modules[1];
+    REQUIRE(large.name == "large");
+    CHECK(large.deferred != nullptr);
+    CHECK(large.A.data == nullptr);
+    CHECK(small.deferred == nullptr);
+    REQUIRE(small.A.data != nullptr);
+    CHECK(std::memcmp(small.A.data, at_open.modules[1].A.data, small.A.byte_count()) == 0);
+    CHECK(std::memcmp(small.B.data, at_open.modules[1].B.data, small.B.byte_count()) == 0);
+    CHECK(lola::adapter_singular_values<double>(view) == lola::adapter_singular_values<double>(at_open));
+    // The default threshold (16 KiB) reads both at open; a non-finite small factor is refused by
+    // open() with load_adapter's message, a non-finite large one by the visit.
+    for (const auto& m : io::adapter_view::open(dir / "two.safetensors", {}, io::factor_reads::on_visit).modules)
+      CHECK(m.deferred == nullptr);
+    Eigen::MatrixXd bad = As;
+    bad(2, 5) = NAN;
+    write_text(dir / "small_nan.safetensors", image(bad, Al));
+    const auto small_open =
+        thrown_by([&] { io::adapter_view::open(dir / "small_nan.safetensors", options, io::factor_reads::on_visit); });
+    CHECK(std::string(small_open.what()) ==
+          thrown_by([&] { io::load_adapter<double>(dir / "small_nan.safetensors"); }).what());
+    bad = Al;
+    bad(9, 40) = INFINITY;
+    write_text(dir / "large_inf.safetensors", image(As, bad));
+    const auto deferred_inf =
+        io::adapter_view::open(dir / "large_inf.safetensors", options, io::factor_reads::on_visit);
+    CHECK(contains(thrown_by([&] { lola::adapter_singular_values<double>(deferred_inf); }).what(), "element [9, 40]"));
+  }
+
   TEST_CASE("factors read on visit: a visit inside a visit keeps the outer factors") {
     std::mt19937_64 rng(8);
     temp_dir dir;
     io::save_adapter(test_adapter(io::dtype::BF16, rng), dir / "a", io::save_form::directory);
     const auto decoded = io::load_adapter<double>(dir / "a");
-    const auto view = io::adapter_view::open(dir / "a", {}, io::factor_reads::on_visit);
+    const auto view = io::adapter_view::open(dir / "a", all_on_visit(), io::factor_reads::on_visit);
     const auto as_double = [](const auto& x) -> Eigen::MatrixXd { return x.template cast<double>(); };
     for (std::size_t i = 0; i < view.modules.size(); ++i)
       view.modules[i].visit([&](const auto& B, const auto& A) {
@@ -447,14 +507,15 @@ TEST_SUITE("io.adapter_view") {
                                         {"m.lora_B.weight", dt, "[12,4]", encoded(B, t)},
                                         {"m.lora_magnitude_vector", "F32", "[12]", encoded(magnitude, io::dtype::F32)}}));
       const auto from_load = thrown_by([&] { io::load_adapter<double>(factor_path); });
-      const auto view = io::adapter_view::open(factor_path, {}, io::factor_reads::on_visit);
+      const auto view = io::adapter_view::open(factor_path, all_on_visit(), io::factor_reads::on_visit);
       const auto from_visit = thrown_by([&] { lola::adapter_singular_values<double>(view); });
       CHECK(from_visit.code() == lola::error_code::invalid_file);
-      CHECK(contains(from_visit.message(), from_load.message()));  // prefixed with the module by adapter_singular_values
+      CHECK(std::string(from_visit.what()) == from_load.what());  // naming the file and module once
       CHECK(contains(from_visit.what(), "element [7, 1]"));
       const auto from_copy = thrown_by([&] { io::encoded_adapter::copy_of(view); });
       CHECK(std::string(from_copy.what()) == from_load.what());
-      const auto extra_open = thrown_by([&] { io::adapter_view::open(extra_path, {}, io::factor_reads::on_visit); });
+      const auto extra_open =
+          thrown_by([&] { io::adapter_view::open(extra_path, all_on_visit(), io::factor_reads::on_visit); });
       CHECK(std::string(extra_open.what()) == thrown_by([&] { io::load_adapter<double>(extra_path); }).what());
     }
   }
@@ -474,7 +535,7 @@ TEST_SUITE("io.adapter_view") {
                                                    {"m1.lora_B.weight", "F32", "[20,4]", encoded(B1, f32)}}));
     const auto from_load = thrown_by([&] { io::load_adapter<double>(dir / "two.safetensors"); });
     CHECK(contains(from_load.what(), "\"m0.lora_A.weight\""));
-    const auto view = io::adapter_view::open(dir / "two.safetensors", {}, io::factor_reads::on_visit);
+    const auto view = io::adapter_view::open(dir / "two.safetensors", all_on_visit(), io::factor_reads::on_visit);
     CHECK(contains(thrown_by([&] { lola::adapter_singular_values<double>(view); }).message(), from_load.message()));
     // A later module's layout error: reported by open() when the factors are read on visit, after
     // the earlier module's non-finite factor when they are read at open.
@@ -482,7 +543,9 @@ TEST_SUITE("io.adapter_view") {
                                                      {"m0.lora_B.weight", "F32", "[6,8]", encoded(B0, f32)},
                                                      {"m1.lora_A.weight", "F32", "[4,30]", encoded(A1, f32)}}));
     CHECK(contains(thrown_by([&] { io::adapter_view::open(dir / "later.safetensors"); }).what(), "not finite"));
-    CHECK(contains(thrown_by([&] { io::adapter_view::open(dir / "later.safetensors", {}, io::factor_reads::on_visit); })
+    CHECK(contains(thrown_by([&] {
+                     io::adapter_view::open(dir / "later.safetensors", all_on_visit(), io::factor_reads::on_visit);
+                   })
                        .what(),
                    "module \"m1\" has lora_A but no lora_B"));
   }
@@ -505,7 +568,7 @@ TEST_SUITE("io.adapter_view") {
       REQUIRE(::utimensat(AT_FDCWD, weights.c_str(), times, 0) == 0);
     };
     {  // truncated
-      const auto view = io::adapter_view::open(dir / "a", {}, io::factor_reads::on_visit);
+      const auto view = io::adapter_view::open(dir / "a", all_on_visit(), io::factor_reads::on_visit);
       REQUIRE(::truncate(weights.c_str(), static_cast<off_t>(original.size() / 2)) == 0);
       const auto e = thrown_by([&] { lola::adapter_singular_values<double>(view); });
       CHECK(e.code() == lola::error_code::io);
@@ -514,7 +577,7 @@ TEST_SUITE("io.adapter_view") {
     }
     {  // rewritten in place, same size, other bytes
       write_text(weights, original);
-      const auto view = io::adapter_view::open(dir / "a", {}, io::factor_reads::on_visit);
+      const auto view = io::adapter_view::open(dir / "a", all_on_visit(), io::factor_reads::on_visit);
       std::string flipped = original;
       for (std::size_t i = flipped.size() - 64; i < flipped.size(); ++i) flipped[i] = static_cast<char>(flipped[i] ^ 0x01);
       {
@@ -528,7 +591,7 @@ TEST_SUITE("io.adapter_view") {
     }
     {  // replaced by a rename: the open file is still the one read
       write_text(weights, original);
-      const auto view = io::adapter_view::open(dir / "a", {}, io::factor_reads::on_visit);
+      const auto view = io::adapter_view::open(dir / "a", all_on_visit(), io::factor_reads::on_visit);
       write_text(dir / "other", std::string(original.size(), '\x7f'));
       REQUIRE(::rename((dir / "other").c_str(), weights.c_str()) == 0);
       CHECK(lola::adapter_singular_values<double>(view) == expected);

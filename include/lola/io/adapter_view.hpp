@@ -15,17 +15,19 @@
 /// float's range is finite as stored and accepted here; computed in float it becomes inf, which
 /// the algorithms report as error_code::numerical.
 ///
-/// Reading the factors on visit (factor_reads::on_visit): open() reads only the header and the
-/// tensors that are not LoRA factors, into a sparse image of the file's size (pages never written
-/// cost nothing), and keeps the file open; a visit reads the module's two factors from it into a
+/// Reading the factors on visit (factor_reads::on_visit): open() reads only the header, the
+/// tensors that are not LoRA factors and the factors of modules smaller than
+/// load_options::min_bytes_read_on_visit (16 KiB: below it, a visit's system calls cost more than
+/// the copy they save), into a sparse image of the file's size (pages never written cost
+/// nothing), and keeps the file open; a visit reads the module's two factors from it into a
 /// per-thread buffer that stays in cache, checks them finite there (the same error as at open,
 /// raised by the visit) and checks the file unchanged since open (its size, mtime and ctime;
 /// error_code::io "changed while being read"), so the results are those of a snapshot or an
-/// error, as at open. open() reports every other error, so where a module's factor is not finite
-/// and a later module's layout is wrong, it reports the later module (read at open, the earlier
-/// one comes first). No memory of the file's size is filled, and no separate pass checks the
-/// factors: on the reference VM, the 34 MB file image alone cost 5–12 ms of fresh pages against
-/// 6.5 ms for `cat` to read the file.
+/// error, as at open. open() reports every other error (a small module's non-finite factor among
+/// them), so where a module's factor read on visit is not finite and a later module's layout is
+/// wrong, it reports the later module (read at open, the earlier one comes first). No memory of
+/// the file's size is filled, and no separate pass checks the factors: on the reference VM, the
+/// 34 MB file image alone cost 5–12 ms of fresh pages against 6.5 ms for `cat` to read the file.
 ///
 /// The owning adapter (io/adapter.hpp) stays for editing and writing.
 
@@ -102,9 +104,8 @@ class deferred_file {
   /// (safetensors_view::parse, the same errors).
   deferred_file(const std::string& path, const read_options& options) : path_(path) {
     open_regular_file(path, fd_, snapshot_);
-    const auto size = static_cast<std::uint64_t>(snapshot_.st_size);
-    if (size > SIZE_MAX / 2) throw error(error_code::io, path + ": " + std::to_string(size) + " bytes, too large to read");
-    image_ = byte_buffer::sparse(static_cast<std::size_t>(size), path);
+    const std::size_t size = image_size(path, snapshot_);
+    image_ = byte_buffer::sparse(size, path);
     // The first 512 bytes (what a diagnosis of a file that is not safetensors looks at), then the
     // rest of a header whose length parse will accept.
     std::uint64_t head = std::min<std::uint64_t>(size, 512);
@@ -113,12 +114,20 @@ class deferred_file {
       const std::uint64_t n = load_le<std::uint64_t>(image_.data());
       if (n <= options.max_header_bytes && n <= size - 8 && 8 + n > head) read_exactly(head, 8 + n - head, "its header");
     }
-    view_ = safetensors_view::parse(image_.data(), static_cast<std::size_t>(size), path, options);
+    view_ = safetensors_view::parse(image_.data(), size, path, options);
   }
   deferred_file(const deferred_file&) = delete;
   deferred_file& operator=(const deferred_file&) = delete;
 
   const safetensors_view& view() const noexcept { return view_; }
+
+  /// The tensors read on visit (those of view()'s header, any order); the rest are read at open.
+  void defer(std::vector<const tensor_info*> tensors) {
+    std::sort(tensors.begin(), tensors.end());
+    deferred_ = std::move(tensors);
+  }
+  /// Whether t is read on visit (its bytes in the image are not read).
+  bool defers(const tensor_info* t) const noexcept { return std::binary_search(deferred_.begin(), deferred_.end(), t); }
 
   /// Reads the tensors into the image, at their places (adjacent ones in one read), and checks
   /// the file unchanged.
@@ -140,15 +149,12 @@ class deferred_file {
     if (read_at(fd_.fd, out, view_.data_offset() + t.begin, n, path_) != n)
       throw changed("the end of the file came before the end of tensor \"" + t.name + "\"");
     require_unchanged();
-    const std::string where = view_.source() + ": module \"" + module + "\"";
-    const auto count = static_cast<std::size_t>(t.element_count());
-    const std::size_t bad = first_non_finite_stored(out, t.dtype, count, where + ": tensor \"" + t.name + "\"");
-    if (bad < count) throw non_finite_error(t, out, bad, where);
+    require_finite_stored(t, out, view_.source() + ": module \"" + module + "\"");
   }
 
  private:
   void read_exactly(std::uint64_t offset, std::uint64_t count, const char* what) {
-    if (read_at(fd_.fd, image_.data() + offset, offset, count, path_) != count)
+    if (read_range(fd_.fd, image_.data(), offset, offset + count, path_) != count)
       throw changed(std::string("the end of the file came before the end of ") + what);
   }
   /// The file as it was at open: the same size, mtime and ctime, as file_bytes checks, except
@@ -174,6 +180,7 @@ class deferred_file {
   struct stat snapshot_ {};
   byte_buffer image_;
   safetensors_view view_;
+  std::vector<const tensor_info*> deferred_;  // sorted
 };
 
 /// This thread's buffers for the factors of visits that read them: a pair per nesting level (a
@@ -306,9 +313,7 @@ namespace detail {
 /// The stored factor of tensor t read as rows × cols, every value checked finite as stored.
 inline stored_factor finite_stored_factor(const safetensors_view& file, const tensor_info& t, index rows,
                                           index cols, const std::string& where) {
-  const auto n = static_cast<std::size_t>(t.element_count());
-  const std::size_t bad = first_non_finite_stored(file.bytes(t), t.dtype, n, where + ": tensor \"" + t.name + "\"");
-  if (bad < n) throw non_finite_error(file, t, bad, where);
+  require_finite_stored(t, file.bytes(t), where);
   return {file.bytes(t), t.dtype, rows, cols, &t};
 }
 
@@ -326,7 +331,7 @@ inline module_view read_module_as(module_tag<module_view> tag, const safetensors
   m.name = l.name;
   m.kind = l.kind;
   m.transposed = m.kind == module_kind::embedding;
-  if (tag.deferred) {
+  if (tag.deferred && (tag.deferred->defers(l.A) || tag.deferred->defers(l.B))) {
     m.A = {nullptr, l.A->dtype, l.rank, l.cols, l.A};
     m.B = {nullptr, l.B->dtype, l.rows, l.rank, l.B};
     m.deferred = tag.deferred;
@@ -364,17 +369,23 @@ class adapter_view : public basic_adapter<module_view> {
     }
     a.deferred_ = std::make_unique<detail::deferred_file>(files.weights, options.file);
     const safetensors_view& file = a.deferred_->view();
-    // The factors are the tensors the dialect's rules give the role of A or B; every other tensor
-    // (alphas, DoRA magnitudes, biases, passthrough) is read now, for the reader.
+    // The factors read on visit are those of the modules (the tensors the dialect's rules give the
+    // role of A or B) of options.min_bytes_read_on_visit bytes or more; every other tensor (small
+    // modules' factors, alphas, DoRA magnitudes, biases, passthrough) is read now, for the reader.
+    // A module the reader forms with either factor deferred is read on visit whole.
     std::vector<const tensor_info*> unmatched, now, factors;
     const auto groups = detail::group_modules(
         file, detect_format(file) == adapter_format::kohya ? detail::kohya_rules() : detail::peft_rules(), unmatched);
-    for (const auto& g : groups)
+    for (const auto& g : groups) {
+      const std::uint64_t bytes = (g.A ? g.A->byte_count() : 0) + (g.B ? g.B->byte_count() : 0);
+      if (bytes < options.min_bytes_read_on_visit) continue;
       for (const tensor_info* t : {g.A, g.B})
         if (t) factors.push_back(t);
+    }
     std::sort(factors.begin(), factors.end());
     for (const auto& t : file.tensors())
       if (!std::binary_search(factors.begin(), factors.end(), &t)) now.push_back(&t);
+    a.deferred_->defer(factors);
     a.deferred_->fill(now);
     read_adapter_into(a, file, files.config, options);
     // A factor tensor the reader did not take as a module's (kohya's LyCORIS modules, kept as

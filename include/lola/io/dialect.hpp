@@ -62,7 +62,9 @@ inline std::vector<module_keys> group_modules(const safetensors_view& file,
                                               const std::vector<key_rule>& rules,
                                               std::vector<const tensor_info*>& unmatched) {
   std::vector<module_keys> modules;
-  std::unordered_map<std::string, std::size_t> index_of;
+  // Keyed by views into the header's names (which outlive the map): one allocation per module.
+  std::unordered_map<std::string_view, std::size_t> index_of;
+  index_of.reserve(file.tensors().size());
   for (const auto& t : file.tensors()) {
     const key_rule* rule = nullptr;
     for (const auto& r : rules)
@@ -75,16 +77,16 @@ inline std::vector<module_keys> group_modules(const safetensors_view& file,
       unmatched.push_back(&t);
       continue;
     }
-    const std::string name = t.name.substr(0, t.name.size() - rule->suffix.size());
+    const std::string_view name = std::string_view(t.name).substr(0, t.name.size() - rule->suffix.size());
     auto [it, inserted] = index_of.emplace(name, modules.size());
     if (inserted) {
       modules.emplace_back();
-      modules.back().name = name;
+      modules.back().name = std::string(name);
     }
     auto& m = modules[it->second];
     auto claim = [&](const tensor_info*& slot, const char* what) {
       if (slot)
-        throw error(error_code::invalid_file, file.source() + ": module \"" + name + "\" has two " +
+        throw error(error_code::invalid_file, file.source() + ": module \"" + m.name + "\" has two " +
                                                   what + " tensors: \"" + slot->name + "\" and \"" +
                                                   t.name + "\"");
       slot = &t;
@@ -126,6 +128,14 @@ inline error non_finite_error(const tensor_info& t, const std::byte* bytes, std:
 inline error non_finite_error(const safetensors_view& file, const tensor_info& t, std::uint64_t i,
                               const std::string& where) {
   return non_finite_error(t, file.bytes(t), i, where);
+}
+
+/// Checks that every element of tensor t, stored at `bytes` (t.element_count() elements of
+/// t.dtype), converts to a finite value of the compute type; throws non_finite_error otherwise.
+inline void require_finite_stored(const tensor_info& t, const std::byte* bytes, const std::string& where) {
+  const auto n = static_cast<std::size_t>(t.element_count());
+  const std::size_t bad = first_non_finite_stored(bytes, t.dtype, n, where + ": tensor \"" + t.name + "\"");
+  if (bad < n) throw non_finite_error(t, bytes, bad, where);
 }
 
 /// Tensor t as a rows × cols row-major matrix of S, converted and checked finite in one pass.

@@ -129,6 +129,15 @@ inline int open_regular_file(const std::string& path, unique_fd& file, struct st
   return file.fd;
 }
 
+/// The size st of the file at path gives, as the byte count of an image of it in memory.
+/// Errors: error_code::io, naming path, for a size beyond half the address space.
+inline std::size_t image_size(const std::string& path, const struct stat& st) {
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (size > SIZE_MAX / 2)
+    throw error(error_code::io, path + ": " + std::to_string(size) + " bytes, too large to read");
+  return static_cast<std::size_t>(size);
+}
+
 /// Whether a and b have the same modification time (mtime) and, with `change`, the same status
 /// change time (ctime).
 inline bool same_timestamp(const struct stat& a, const struct stat& b, bool change = true) noexcept {
@@ -359,10 +368,28 @@ inline std::uint64_t read_at(int fd, std::byte* out, std::uint64_t offset, std::
   return done;
 }
 
-/// Reads bytes [begin, end) of fd into image + begin; the count read, short when the file ended first.
+/// Reads bytes [begin, end) of fd into image + begin; the count read, short when the file ended
+/// first. A range of 16 MiB or more is read in parts of at least 8 MiB on the default executor's
+/// threads: most of a large read's time is the kernel zeroing and filling fresh pages, which
+/// threads share (a 34 MB file: 8.5 ms on one thread of the reference VM, 5.8 ms on two, in a
+/// process that reads it repeatedly).
 inline std::uint64_t read_range(int fd, std::byte* image, std::uint64_t begin, std::uint64_t end,
                                 const std::string& path) {
-  return read_at(fd, image + begin, begin, end - begin, path);
+  constexpr std::uint64_t part_bytes = std::uint64_t(8) << 20;
+  const std::uint64_t size = end - begin;
+  const auto parts = static_cast<index>(std::min<std::uint64_t>(std::max<std::uint64_t>(size / part_bytes, 1),
+                                                                static_cast<std::uint64_t>(parallel_threads())));
+  if (parts == 1) return read_at(fd, image + begin, begin, size, path);
+  std::vector<std::uint64_t> read(static_cast<std::size_t>(parts), 0);
+  parallel_for(parts, [&](index part) {
+    const std::uint64_t step = size / static_cast<std::uint64_t>(parts);
+    const std::uint64_t from = begin + step * static_cast<std::uint64_t>(part);
+    const std::uint64_t to = part + 1 == parts ? end : from + step;
+    read[static_cast<std::size_t>(part)] = read_at(fd, image + from, from, to - from, path);
+  });
+  std::uint64_t done = 0;
+  for (const auto n : read) done += n;
+  return done;
 }
 
 }  // namespace detail
@@ -394,24 +421,8 @@ class file_bytes {
       throw error(error_code::invalid_file, path + ": " + std::to_string(size) +
                                                 " bytes, more than the limit of " + std::to_string(max_bytes) +
                                                 " bytes for this kind of file");
-    if (size > SIZE_MAX / 2)
-      throw error(error_code::io, path + ": " + std::to_string(size) + " bytes, too large to read");
-    buffer_ = detail::byte_buffer(static_cast<std::size_t>(size), path);
-    // Large files are read in parts on the default executor's threads: most of a read's time is
-    // the kernel zeroing and filling fresh pages, which threads share (a 34 MB file: 8.5 ms on one
-    // thread of the reference VM, 5.8 ms on two, in a process that reads it repeatedly).
-    constexpr std::uint64_t part_bytes = std::uint64_t(8) << 20;
-    const index parts = static_cast<index>(std::min<std::uint64_t>(
-        std::max<std::uint64_t>(size / part_bytes, 1), static_cast<std::uint64_t>(parallel_threads())));
-    std::vector<std::uint64_t> read(static_cast<std::size_t>(parts), 0);
-    parallel_for(parts, [&](index part) {
-      const std::uint64_t begin = size / static_cast<std::uint64_t>(parts) * static_cast<std::uint64_t>(part);
-      const std::uint64_t end =
-          part + 1 == parts ? size : size / static_cast<std::uint64_t>(parts) * static_cast<std::uint64_t>(part + 1);
-      read[static_cast<std::size_t>(part)] = detail::read_range(fd, buffer_.data(), begin, end, path);
-    });
-    std::uint64_t done = 0;
-    for (const auto n : read) done += n;
+    buffer_ = detail::byte_buffer(detail::image_size(path, before), path);
+    const std::uint64_t done = detail::read_range(fd, buffer_.data(), 0, size, path);
     char extra = 0;
     ssize_t more = 0;
     do more = ::pread(fd, &extra, 1, static_cast<off_t>(size));
