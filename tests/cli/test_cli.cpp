@@ -1250,6 +1250,16 @@ TEST_CASE("invalid input: exit 1, one line naming the problem, nothing written")
     check_invalid_input(run_lola(t, {"inspect", path}), {name, "not finite"});
     check_invalid_input(run_lola(t, {"canonicalize", path, "-o", t / "out.safetensors"}), {name, "not finite"});
     check_no_output(t, t / "out.safetensors");
+    // A module of 96 KiB, which inspect reads on visit (io::load_options::min_bytes_read_on_visit):
+    // the visit's message, naming the file and the module once.
+    const std::string large = t / "nan_large.safetensors";
+    auto l = make_module(name, 512, 256, harmonic(32), 1.0, io::dtype::F32, 32, rng);
+    l.B(300, 7) = std::numeric_limits<double>::infinity();
+    io::write_safetensors(large, kohya_tensors({l}, {32.0}, io::dtype::F32));
+    const auto r = run_lola(t, {"inspect", large});
+    check_invalid_input(r, {large, name, "not finite", "element [300, 7]"});
+    CHECK(r.err.find(large) == r.err.rfind(large));
+    CHECK(r.err.find("module \"") == r.err.rfind("module \""));
   }
 
   SUBCASE("align against a template of another rank: the message names the module and the rank") {

@@ -9,6 +9,8 @@
 //     the comparison can fail;
 //   - set_factors refuses factors of another d or k, ranks that disagree and non-finite values,
 //     naming the module;
+//   - edit_modules keeps the factors of a module whose edit does not set them (its output starts
+//     from encoded_adapter::frame_of, which holds none), with factors read at open or on visit;
 //   - canonicalize_adapter and resize_adapter (whole adapters through ops/edit_modules.hpp) write
 //     the bytes of the module-by-module edit on the decoded adapter, on one thread or two, and
 //     report one progress call per module; edit_modules names the first failing module in
@@ -163,6 +165,14 @@ std::string saved_bytes_of(const io::encoded_adapter& edited, io::save_form form
   return saved_bytes(out, form);
 }
 
+/// Options that read every module's factors on visit (factor_reads::on_visit; the default reads
+/// these small modules at open).
+io::load_options every_module_on_visit() {
+  io::load_options o;
+  o.min_bytes_read_on_visit = 0;
+  return o;
+}
+
 using factors = std::pair<Eigen::MatrixXd, Eigen::MatrixXd>;
 
 const auto unchanged = [](const auto& e, const auto&) {
@@ -298,6 +308,43 @@ TEST_SUITE("io.encoded_adapter") {
       // The comparison can fail: another rank writes other bytes.
       const auto r3 = lola::resize_adapter(view, lola::rank_rule::fixed(3));
       CHECK(saved_bytes_of(r3.adapter, io::save_form::directory) != resized_2);
+      // Every factor read on visit (by the edit, once): the same files.
+      const auto on_visit = io::adapter_view::open(dir / "in", every_module_on_visit(), io::factor_reads::on_visit);
+      const auto c_visit = lola::canonicalize_adapter(on_visit, lola::canonical_form::left);
+      CHECK(saved_bytes_of(c_visit.adapter, io::save_form::directory) == left);
+      const auto r_visit = lola::resize_adapter(on_visit, lola::rank_rule::fixed(2), lola::canonical_form::left);
+      CHECK(saved_bytes_of(r_visit.adapter, io::save_form::directory) == resized_2);
+    }
+  }
+
+  TEST_CASE("edit_modules: a module the edit does not set keeps its factors, read at open or on visit") {
+    std::mt19937_64 rng(23);
+    temp_dir dir;
+    io::save_adapter(peft_adapter(io::dtype::BF16, rng), dir / "in", io::save_form::directory);
+    for (const auto reads : {io::factor_reads::at_open, io::factor_reads::on_visit}) {
+      const auto view = io::adapter_view::open(dir / "in", every_module_on_visit(), reads);
+      REQUIRE(view.modules.size() >= 2);
+      // Even modules resized to rank 2, odd ones left as they are.
+      const auto edited = lola::edit_modules(view, [](std::size_t i, const auto& e, io::encoded_module& m) {
+        if (i % 2 != 0) return;
+        const auto r = lola::resize(e, lola::rank_rule::fixed(2));
+        m.set_factors(r.factors.B(), r.factors.A(), m.scale);
+      });
+      auto expected = io::encoded_adapter::copy_of(view);
+      for (std::size_t i = 0; i < view.modules.size(); i += 2)
+        view.modules[i].visit([&](const auto& B, const auto& A) {
+          using lola::detail::as_compute;
+          const auto r = lola::resize(lola::factor(as_compute<double>(B), as_compute<double>(A), view.modules[i].scale),
+                                      lola::rank_rule::fixed(2));
+          expected.modules[i].set_factors(r.factors.B(), r.factors.A(), view.modules[i].scale);
+        });
+      for (std::size_t i = 0; i < view.modules.size(); ++i) CHECK(edited.modules[i].has_factors());
+      CHECK(saved_bytes_of(edited, io::save_form::directory) == saved_bytes_of(expected, io::save_form::directory));
+      // A frame holds no factor bytes until they are set.
+      const auto frame = io::encoded_adapter::frame_of(view);
+      CHECK_FALSE(frame.modules[0].has_factors());
+      CHECK(frame.modules[0].A().data.empty());
+      CHECK(frame.modules[0].B().shape == view.modules[0].B_shape);
     }
   }
 

@@ -115,7 +115,7 @@ void for_each_module(const std::string& path, const std::vector<std::string>& na
     try {
       f(static_cast<std::size_t>(i));
     } catch (const lola::error& e) {
-      throw lola::error(e.code(), path + ": module \"" + names[static_cast<std::size_t>(i)] + "\": " + e.message());
+      throw lola::in_context(path + ": module \"" + names[static_cast<std::size_t>(i)] + "\"", e);
     }
     p.tick();
   });
@@ -127,7 +127,7 @@ decltype(auto) naming_path(const std::string& path, F&& f) {
   try {
     return f();
   } catch (const lola::error& e) {
-    throw lola::error(e.code(), path + ": " + e.message());
+    throw lola::in_context(path, e);
   }
 }
 
@@ -195,7 +195,7 @@ inline int inspect(const inspect_options& o, streams& s) {
   try {
     sigma = lola::adapter_singular_values<double>(a);  // all r per module, zero-padded
   } catch (const lola::error& e) {
-    throw lola::error(e.code(), o.path + ": " + e.message());
+    throw lola::in_context(o.path, e);
   }
 
   if (o.json) {
@@ -264,9 +264,10 @@ struct canonicalize_options {
   std::string form = "balanced";
 };
 
-/// The view of the adapter at path, its warnings reported.
+/// The view of the adapter at path, its warnings reported. Its factors are read on visit: the
+/// edit that replaces them (canonicalize, resize) reads each once, with no image of the file.
 inline io::adapter_view open_view(const std::string& path, const streams& s) {
-  auto a = io::adapter_view::open(path);
+  auto a = io::adapter_view::open(path, {}, io::factor_reads::on_visit);
   report_warnings(a, s);
   return a;
 }

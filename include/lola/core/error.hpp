@@ -50,4 +50,12 @@ class error : public std::runtime_error {
   error_code code_;
 };
 
+/// e with `context: ` before its message, unless e is an error of reading a file
+/// (error_code::invalid_file, io: a factor read on visit), whose message names the file, and the
+/// module and tensor, already.
+inline error in_context(const std::string& context, const error& e) {
+  if (e.code() == error_code::invalid_file || e.code() == error_code::io) return e;
+  return error(e.code(), context + ": " + e.message());
+}
+
 }  // namespace lola

@@ -69,8 +69,9 @@ std::vector<Eigen::Matrix<S, Eigen::Dynamic, 1>> batched_singular_values(const s
 
 /// For each module of `a`, in order, its r singular values σ₁ ≥ … ≥ σ_r of s·B·A computed in S,
 /// zero past min(d, k), batched by rank (see the file comment). Errors are those of
-/// singular_values, prefixed with `module "<name>": `; when several modules fail, the first in
-/// module order is reported.
+/// singular_values, prefixed with `module "<name>": ` (in_context: those of a factor read on
+/// visit name their file and module already); when several modules fail, the first in module
+/// order is reported.
 template <class S = double, class Module>
 std::vector<Eigen::Matrix<S, Eigen::Dynamic, 1>> adapter_singular_values(const io::basic_adapter<Module>& a,
                                                                          const executor& ex = {}) {
@@ -80,7 +81,7 @@ std::vector<Eigen::Matrix<S, Eigen::Dynamic, 1>> adapter_singular_values(const i
   return detail::batched_singular_values<S>(
       modules, [](const Module& m) { return static_cast<S>(m.scale); },
       [&](std::size_t i, const error& e) {
-        return error(e.code(), "module \"" + a.modules[i].name + "\": " + e.message());
+        return in_context("module \"" + a.modules[i].name + "\"", e);
       },
       ex);
 }

@@ -2,9 +2,10 @@
 /// @file
 /// io::encoded_adapter: an adapter whose factors are held encoded as its file stores them (F64,
 /// F32, F16 or BF16 bytes), for editing an io::adapter_view without a decoded copy. copy_of()
-/// copies the view's tensors once; encoded_module::set_factors() encodes a module's new factors
-/// into their file dtypes, moving powers of two between B, A and s where they would not fit, as
-/// adapter_module::set_factors does; save_adapter() (io/load.hpp) writes it as it writes an
+/// copies the view's tensors once, frame_of() all but the factors (for an edit that replaces them:
+/// the factors are then read once, by the edit); encoded_module::set_factors() encodes a module's
+/// new factors into their file dtypes, moving powers of two between B, A and s where they would not
+/// fit, as adapter_module::set_factors does; save_adapter() (io/load.hpp) writes it as it writes an
 /// adapter, referring to the encoded bytes rather than copying them.
 ///
 /// Memory: the file's bytes once more, where load_adapter<double> of a BF16 file holds four times
@@ -48,6 +49,21 @@ class encoded_module {
   /// (detail::fit_to_dtypes) as they are encoded, with no copy of them. Errors name the module:
   /// shape_mismatch when d or k changes or the ranks disagree; numerical for non-finite values, or
   /// factors no power of two makes fit.
+  /// Whether B and A hold their bytes (encoded_adapter::frame_of leaves them to be set).
+  bool has_factors() const noexcept {
+    const auto holds = [](const tensor& t) { return t.data.size() == t.element_count() * dtype_bits(t.dtype) / 8; };
+    return holds(B_) && holds(A_);
+  }
+
+  /// B and A set to m's factors as the file stores them (read from it for factors read on visit,
+  /// and checked as a visit checks them); m is the module this one was copied or framed from.
+  void copy_factors_of(const module_view& m) {
+    for (auto [t, f] : {std::pair<tensor*, const stored_factor*>{&A_, &m.A}, {&B_, &m.B}}) {
+      t->data.resize(f->byte_count());
+      m.copy_factor(*f, t->data.data());
+    }
+  }
+
   template <class MB, class MA>
   void set_factors(const Eigen::MatrixBase<MB>& new_B, const Eigen::MatrixBase<MA>& new_A, double new_scale) {
     const std::string where = "module \"" + name + "\"";
@@ -93,6 +109,16 @@ class encoded_adapter : public basic_adapter<encoded_module> {
   /// The adapter the view reads, every tensor copied as the file stores it: saved unchanged, it
   /// writes the tensors the view's file holds under the keys load_adapter's save would give them.
   static encoded_adapter copy_of(const adapter_view& view) {
+    encoded_adapter out = frame_of(view);
+    for (std::size_t i = 0; i < view.modules.size(); ++i) out.modules[i].copy_factors_of(view.modules[i]);
+    return out;
+  }
+
+  /// copy_of without the factors' bytes: each module's B and A have their keys, dtypes and file
+  /// shapes and no data, for an edit that sets them (encoded_module::set_factors, or
+  /// copy_factors_of where it keeps them). What ops/edit_modules.hpp starts from, so that factors
+  /// read on visit are read once, by the edit.
+  static encoded_adapter frame_of(const adapter_view& view) {
     encoded_adapter out;
     out.format = view.format;
     out.passthrough = view.passthrough;
@@ -110,20 +136,12 @@ class encoded_adapter : public basic_adapter<encoded_module> {
       e.rows_ = m.rows();
       e.cols_ = m.cols();
       e.rank_ = m.rank();
-      e.A_ = stored_tensor(A_factor_key(view.format, m), m, m.A, m.A_shape);
-      e.B_ = stored_tensor(B_factor_key(view.format, m), m, m.B, m.B_shape);
+      e.A_ = {A_factor_key(view.format, m), m.A.type, m.A_shape, {}};
+      e.B_ = {B_factor_key(view.format, m), m.B.type, m.B_shape, {}};
       for (const std::string& key : m.extras) e.extras.push_back(tensor::copy_of(file, file.at(key)));
       out.modules.push_back(std::move(e));
     }
     return out;
-  }
-
- private:
-  static tensor stored_tensor(std::string key, const module_view& m, const stored_factor& f,
-                              const std::vector<std::uint64_t>& shape) {
-    std::vector<std::byte> bytes(f.byte_count());
-    m.copy_factor(f, bytes.data());
-    return {std::move(key), f.type, shape, std::move(bytes)};
   }
 };
 
