@@ -127,7 +127,9 @@ class deferred_file {
     deferred_ = std::move(tensors);
   }
   /// Whether t is read on visit (its bytes in the image are not read).
-  bool defers(const tensor_info* t) const noexcept { return std::binary_search(deferred_.begin(), deferred_.end(), t); }
+  bool defers(const tensor_info* t) const noexcept {
+    return std::binary_search(deferred_.begin(), deferred_.end(), t);
+  }
 
   /// Reads the tensors into the image, at their places (adjacent ones in one read), and checks
   /// the file unchanged.

@@ -43,12 +43,6 @@ class encoded_module {
   const tensor& B() const noexcept { return B_; }
   const tensor& A() const noexcept { return A_; }
 
-  /// Replaces the factors with new_B (d × r') and new_A (r' × k), Eigen matrices or expressions of
-  /// float or double, and the scale; the file shapes follow the new rank (dimension 0 of A,
-  /// dimension 1 of B; conv kernels stay 4-D). The factors are fitted to the dtypes
-  /// (detail::fit_to_dtypes) as they are encoded, with no copy of them. Errors name the module:
-  /// shape_mismatch when d or k changes or the ranks disagree; numerical for non-finite values, or
-  /// factors no power of two makes fit.
   /// Whether B and A hold their bytes (encoded_adapter::frame_of leaves them to be set).
   bool has_factors() const noexcept {
     const auto holds = [](const tensor& t) { return t.data.size() == t.element_count() * dtype_bits(t.dtype) / 8; };
@@ -64,6 +58,12 @@ class encoded_module {
     }
   }
 
+  /// Replaces the factors with new_B (d × r') and new_A (r' × k), Eigen matrices or expressions of
+  /// float or double, and the scale; the file shapes follow the new rank (dimension 0 of A,
+  /// dimension 1 of B; conv kernels stay 4-D). The factors are fitted to the dtypes
+  /// (detail::fit_to_dtypes) as they are encoded, with no copy of them. Errors name the module:
+  /// shape_mismatch when d or k changes or the ranks disagree; numerical for non-finite values, or
+  /// factors no power of two makes fit.
   template <class MB, class MA>
   void set_factors(const Eigen::MatrixBase<MB>& new_B, const Eigen::MatrixBase<MA>& new_A, double new_scale) {
     const std::string where = "module \"" + name + "\"";
